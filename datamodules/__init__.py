@@ -1,0 +1,5 @@
+"""Lightning datamodules: on-policy data regenerated every epoch."""
+
+from datamodules.rollout import RolloutDataModule
+
+__all__ = ["RolloutDataModule"]

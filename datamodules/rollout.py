@@ -1,0 +1,195 @@
+"""RolloutDataModule: every epoch regenerates its data with the current policy (one RL iteration).
+
+Why a datamodule: Lightning users already know where data comes from, how it is checkpointed and
+how it is torn down. Here `train_dataloader()` (reloaded every epoch) runs the iteration's data
+phase: sample B instances × N rollouts, play them through the rollout engine, let callbacks add
+what they own (intrinsic rewards, tips, memory writes), compute advantages, recompute old
+log-probs with the trainer, and serve the per-step rows in shuffled mini-batches.
+
+Determinism: iteration k reseeds torch/numpy/random from (seed, k, rank) before its rollout, and
+the instance sampler's state is checkpointed, so k iterations + resume + k iterations equal 2k
+iterations straight.
+
+Callbacks take part through two optional hooks (duck-typed, any Lightning callback may define them):
+`on_rollout_end(trainer, pl_module, episodes)` before advantages (rewards may still change) and
+`on_rollout_scored(trainer, pl_module, episodes)` after (episodes are final).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from empo2.advantage import ADVANTAGES
+from empo2.config import Config
+from empo2.engines import ENGINES, RolloutEngine, SamplingParams, resolve_kind
+from empo2.envs import TextEnv, env_class
+from empo2.episode import Episode
+from empo2.rollout import RolloutStats, run_episodes
+
+
+def keep_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Collate: rows stay python lists; the module pads per micro-batch."""
+    return rows
+
+
+def iteration_seed(seed: int, iteration: int, rank: int) -> int:
+    return (seed * 1_000_003 + iteration * 7919 + rank * 104_729) % (2**31 - 1)
+
+
+class RolloutDataModule(L.LightningDataModule):
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.env_cls = env_class(cfg.env.name, cfg.env.cls)
+        self.envs: list[TextEnv] = []
+        self.engine: RolloutEngine | None = None
+        self.train_instances: list[str] = []
+        self.next_iteration = 0
+        self.sampler = np.random.default_rng(cfg.seed)
+        self.episodes: list[Episode] = []
+        self.iteration_metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup(self, stage: str) -> None:
+        if self.envs:
+            return
+        n = self.cfg.rollout.tasks_per_iteration * self.cfg.rollout.group_size
+        self.envs = [self.env_cls(**self.cfg.env.options) for _ in range(n)]
+        self.train_instances = list(self.cfg.env.train_instances or self.envs[0].instances("train"))
+        if not self.train_instances:
+            raise ValueError("env.train_instances: the training split is empty")
+
+    def teardown(self, stage: str) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs = []
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"next_iteration": self.next_iteration, "sampler": self.sampler.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.next_iteration = int(state["next_iteration"])
+        self.sampler.bit_generator.state = state["sampler"]
+
+    # ------------------------------------------------------------------ engine
+    def _engine(self, module) -> RolloutEngine:
+        if self.engine is None:
+            kind = resolve_kind(self.cfg.engine.kind)
+            cls = ENGINES.get(kind)
+            self.engine = cls(module.policy, module.tokenizer, max_batch_size=self.cfg.engine.max_batch_size)
+        return self.engine
+
+    # ------------------------------------------------------------------ one iteration's data
+    def sample_instances(self) -> list[str]:
+        b = self.cfg.rollout.tasks_per_iteration
+        pool = self.train_instances
+        picks = self.sampler.choice(len(pool), size=b, replace=b > len(pool))
+        return [pool[i] for i in picks]
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        module = trainer.lightning_module
+        iteration = trainer.current_epoch
+        if trainer.max_epochs is not None and iteration >= trainer.max_epochs:
+            return DataLoader([], batch_size=1, collate_fn=keep_rows)  # nothing left to run
+        rank = trainer.global_rank
+        seed = iteration_seed(self.cfg.seed, iteration, rank)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+        t0 = time.perf_counter()
+        engine = self._engine(module)
+        engine.sync_weights()
+        instances = self.sample_instances()
+        n = self.cfg.rollout.group_size
+        episodes = [
+            Episode(uid=f"{iteration}-{rank}-{k}", instance=inst, group=f"{iteration}-{rank}-{b}")
+            for b, inst in enumerate(instances) for k in range(n)
+        ]
+        r = self.cfg.rollout
+        params = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, stop=list(r.stop))
+        stats = run_episodes(
+            self.envs, episodes, engine, module.tokenizer, params, r.max_prompt_tokens,
+            max_turns=self.cfg.env.max_turns, progress=self.cfg.logging.progress_bar and rank == 0,
+            desc=f"iteration {iteration} rollout",
+        )
+        t1 = time.perf_counter()
+        self._call_hooks("on_rollout_end", episodes)
+        t2 = time.perf_counter()
+        advantages = ADVANTAGES.get(self.cfg.algo.advantage)(
+            [ep.total_return for ep in episodes], [ep.group for ep in episodes],
+            [len(ep.steps) for ep in episodes], self.cfg.algo.adv_eps,
+        )
+        for ep, adv in zip(episodes, advantages):
+            ep.advantage = adv
+        rows = self.build_rows(episodes)
+        t3 = time.perf_counter()
+        old = module.compute_logprobs([r_["prompt_ids"] for r_ in rows], [r_["response_ids"] for r_ in rows], r.temperature)
+        for row, lp in zip(rows, old):
+            row["old_logprobs"] = lp
+        t4 = time.perf_counter()
+        self._call_hooks("on_rollout_scored", episodes)
+        self.episodes = episodes
+        self.next_iteration = iteration + 1
+        self.iteration_metrics = self._metrics(episodes, rows, stats, rollout_s=t1 - t0, hooks_s=t2 - t1, logprob_s=t4 - t3)
+        # No rows (every episode failed before acting): one empty batch keeps the fit loop going.
+        batches = self._batches(len(rows), seed) if rows else [[]]
+        return DataLoader(rows, batch_sampler=batches, collate_fn=keep_rows)
+
+    def build_rows(self, episodes: list[Episode]) -> list[dict[str, Any]]:
+        """One training row per step; every row of an episode carries the episode's advantage."""
+        return [
+            {"prompt_ids": s.prompt_ids, "response_ids": s.response_ids, "engine_logprobs": s.engine_logprobs,
+             "advantage": ep.advantage, "episode": ep.uid, "mode": ep.mode}
+            for ep in episodes for s in ep.steps if s.response_ids
+        ]
+
+    def _batches(self, n_rows: int, seed: int) -> list[list[int]]:
+        o = self.cfg.optim
+        gen = torch.Generator().manual_seed(seed)
+        batches: list[list[int]] = []
+        for _ in range(o.ppo_epochs):
+            order = torch.randperm(n_rows, generator=gen).tolist()
+            batches += [order[i:i + o.mini_batch_size] for i in range(0, n_rows, o.mini_batch_size)]
+        return batches
+
+    def _call_hooks(self, hook: str, episodes: list[Episode]) -> None:
+        for cb in self.trainer.callbacks:
+            fn = getattr(cb, hook, None)
+            if callable(fn):
+                fn(self.trainer, self.trainer.lightning_module, episodes)
+
+    def _metrics(self, episodes, rows, stats: RolloutStats, rollout_s: float, hooks_s: float, logprob_s: float) -> dict[str, float]:
+        n = max(len(episodes), 1)
+        gaps = [abs(e - o) for row in rows for e, o in zip(row["engine_logprobs"], row["old_logprobs"])]
+        return {
+            "rollout/return": sum(ep.extrinsic_return for ep in episodes) / n,
+            "rollout/intrinsic_return": sum(ep.intrinsic_return for ep in episodes) / n,
+            "rollout/success_rate": sum(ep.success for ep in episodes) / n,
+            "rollout/episode_length": sum(len(ep.steps) for ep in episodes) / n,
+            "rollout/truncated_rate": sum(ep.truncated for ep in episodes) / n,
+            "rollout/raw_valid_action_rate": stats.raw_valid_actions / max(stats.turns, 1),
+            "rollout/generated_tokens": float(stats.generated_tokens),
+            "rollout/gen_tokens_per_s": stats.generated_tokens / max(stats.generation_s, 1e-9),
+            "rollout/dropped_history_turns": float(stats.dropped_turns),
+            "rollout/prompts_too_long": float(stats.prompts_too_long),
+            "rollout/env_errors": float(stats.env_errors),
+            "rollout/rows": float(len(rows)),
+            "train/engine_logprob_gap": sum(gaps) / max(len(gaps), 1),
+            "time/rollout_s": rollout_s,
+            "time/generation_s": stats.generation_s,
+            "time/env_s": stats.env_s,
+            "time/rollout_hooks_s": hooks_s,
+            "time/old_logprob_s": logprob_s,
+        }

@@ -1,0 +1,334 @@
+"""Typed configuration schema: YAML + CLI overrides validated before anything heavy loads.
+
+Why this shape: every field is a dataclass attribute with a docstring right under it (as in
+litgpt), so the schema *is* the documentation. `field_docs()` reads those docstrings back with
+`ast`, and the README's config reference is generated from them (a test keeps the two equal).
+OmegaConf merges YAML and `key=value` overrides onto the structured schema, which rejects unknown
+keys and wrong types with the dotted key path; value checks (ranges, choices) run right after, also
+naming the key. `trainer` is a free mapping passed straight to `lightning.Trainer`, checked
+against that constructor's signature, so every Trainer option works without being mirrored here.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the dotted key."""
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    """Train LoRA adapters through peft; false trains all weights (full fine-tuning)."""
+    r: int = 16
+    """LoRA rank."""
+    alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA branch."""
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Module names that get adapters."""
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "embedded:smollm2-135m-instruct"
+    """`embedded:<name>` (prepared by `python -m empo2.models prepare`), a local folder, or a hub id
+    already in the local Hugging Face cache. Nothing at run time contacts a hub."""
+    dtype: str = "float32"
+    """Weight dtype: float32, bfloat16 or float16. Mixed precision is `trainer.precision`."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """Adapter settings."""
+
+
+@dataclass
+class EnvConfig:
+    name: str = "keyroom"
+    """Registered environment name (see `empo2.envs.registry`)."""
+    cls: Optional[str] = None
+    """Your own environment class as `package.module:ClassName`; overrides `name`."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the environment's constructor."""
+    train_instances: Optional[list[str]] = None
+    """Instance ids to train on; default: the environment's train split."""
+    test_instances: Optional[list[str]] = None
+    """Instance ids to evaluate on; default: the environment's test split."""
+    max_turns: Optional[int] = None
+    """Turn cap per episode; default: the environment's own (per task where it has one)."""
+
+
+@dataclass
+class RolloutConfig:
+    tasks_per_iteration: int = 2
+    """B: environment instances sampled per iteration."""
+    group_size: int = 4
+    """N: rollouts per instance (the GRPO group)."""
+    temperature: float = 1.0
+    """Sampling temperature for training rollouts."""
+    eval_temperature: float = 0.4
+    """Sampling temperature for evaluation."""
+    max_new_tokens: int = 32
+    """Max response tokens per step."""
+    max_prompt_tokens: int = 4500
+    """Prompt budget; longer prompts drop the oldest turns of the history (counted in the metrics)."""
+    stop: list[str] = field(default_factory=lambda: ["\n"])
+    """Strings that end an action; the matching token is kept in the response."""
+
+
+@dataclass
+class EngineConfig:
+    kind: str = "auto"
+    """Rollout engine: `hf` (transformers generate), `vllm`, or `auto` (vllm when installed, else hf)."""
+    max_batch_size: int = 64
+    """Most sequences generated in one call."""
+
+
+@dataclass
+class AlgoConfig:
+    advantage: str = "grpo"
+    """Advantage estimator (registry in `empo2.advantage`): `grpo` (trajectory level) or `grpo_step`."""
+    adv_eps: float = 1e-6
+    """Epsilon in the std normalisation of the advantage."""
+    loss: str = "dual_clip_ppo"
+    """Policy loss (registry in `empo2.loss`)."""
+    clip_low: float = 0.2
+    """PPO ε_low: ratio floor is 1 − clip_low."""
+    clip_high: float = 0.3
+    """PPO ε_high: ratio ceiling is 1 + clip_high."""
+    dual_clip: float = 10.0
+    """Dual-clip constant c: for A < 0 the loss is capped at −c·A."""
+    log_ratio_clamp: float = 20.0
+    """log π_θ − log π_old is clamped to ±this before exp."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-6
+    """AdamW learning rate (constant)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Max global gradient norm (0 disables clipping)."""
+    mini_batch_size: int = 128
+    """Step rows per optimizer step (the PPO mini-batch)."""
+    micro_batch_size: int = 8
+    """Step rows per forward/backward; gradients accumulate over a mini-batch."""
+    ppo_epochs: int = 1
+    """Passes over an iteration's rows."""
+
+
+@dataclass
+class LoggingConfig:
+    loggers: list[str] = field(default_factory=lambda: ["csv"])
+    """Any of csv, tensorboard, wandb."""
+    trajectories: bool = True
+    """Write every training episode to `trajectories/iter_XXXXX.jsonl` in the run directory."""
+    progress_bar: bool = True
+    """Show a progress bar over rollout episodes."""
+
+
+@dataclass
+class CheckpointConfig:
+    every_n_iterations: int = 1
+    """Save a checkpoint every this many iterations (always also `last.ckpt`)."""
+    keep: int = 1
+    """How many periodic checkpoints to keep besides `last` (-1 keeps all)."""
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    """Run name; the run directory is `<out_dir>/<name>`."""
+    out_dir: str = "runs"
+    """Parent folder of run directories."""
+    seed: int = 0
+    """Base seed; iteration k reseeds every RNG from (seed, k, rank), so resume is exact."""
+    ckpt_path: Optional[str] = None
+    """Resume from `last`, or from a checkpoint path."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Policy model."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """Environment."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Rollout sampling."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """Rollout engine."""
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    """Advantage and loss."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and batching."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Loggers and trajectory files."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpointing."""
+    trainer: dict[str, Any] = field(
+        default_factory=lambda: {"accelerator": "cpu", "devices": 1, "max_epochs": 3}
+    )
+    """Passed to `lightning.Trainer`; `max_epochs` is the number of RL iterations."""
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+# --------------------------------------------------------------------------- value checks
+
+_CHOICES = {
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "engine.kind": ("auto", "hf", "vllm"),
+}
+_POSITIVE = (
+    "rollout.tasks_per_iteration", "rollout.group_size", "rollout.max_new_tokens",
+    "rollout.max_prompt_tokens", "engine.max_batch_size", "optim.mini_batch_size",
+    "optim.micro_batch_size", "optim.ppo_epochs", "optim.lr", "model.lora.r",
+    "checkpoint.every_n_iterations", "algo.dual_clip",
+)
+_NON_NEGATIVE = (
+    "rollout.temperature", "rollout.eval_temperature", "optim.weight_decay", "optim.grad_clip",
+    "algo.clip_low", "algo.clip_high", "algo.adv_eps", "model.lora.dropout",
+)
+# Trainer options the trainer sets itself (one epoch = one RL iteration built by the datamodule).
+_TRAINER_OWNED = ("reload_dataloaders_every_n_epochs", "use_distributed_sampler", "logger")
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def check_values(cfg: Config) -> None:
+    """Range and choice checks that a type alone cannot express."""
+    for key, choices in _CHOICES.items():
+        if _get(cfg, key) not in choices:
+            raise ConfigError(f"{key}: {_get(cfg, key)!r} is not one of {', '.join(choices)}")
+    for key in _POSITIVE:
+        if not _get(cfg, key) > 0:
+            raise ConfigError(f"{key}: must be > 0, got {_get(cfg, key)!r}")
+    for key in _NON_NEGATIVE:
+        if not _get(cfg, key) >= 0:
+            raise ConfigError(f"{key}: must be >= 0, got {_get(cfg, key)!r}")
+    if cfg.algo.clip_low >= 1:
+        raise ConfigError(f"algo.clip_low: must be < 1, got {cfg.algo.clip_low}")
+    if len(cfg.optim.betas) != 2:
+        raise ConfigError(f"optim.betas: needs two numbers, got {cfg.optim.betas}")
+    if cfg.env.max_turns is not None and cfg.env.max_turns < 1:
+        raise ConfigError(f"env.max_turns: must be >= 1, got {cfg.env.max_turns}")
+    if cfg.env.cls is not None and ":" not in cfg.env.cls:
+        raise ConfigError(f"env.cls: expected 'package.module:ClassName', got {cfg.env.cls!r}")
+    bad = [name for name in cfg.logging.loggers if name not in ("csv", "tensorboard", "wandb")]
+    if bad:
+        raise ConfigError(f"logging.loggers: unknown logger(s) {bad}; use csv, tensorboard, wandb")
+    _check_trainer(cfg.trainer)
+    from empo2.advantage import ADVANTAGES
+    from empo2.loss import LOSSES
+
+    ADVANTAGES.check("algo.advantage", cfg.algo.advantage)
+    LOSSES.check("algo.loss", cfg.algo.loss)
+
+
+def _check_trainer(trainer: dict[str, Any]) -> None:
+    import lightning
+
+    accepted = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
+    for key in trainer:
+        if key in _TRAINER_OWNED:
+            raise ConfigError(f"trainer.{key}: set by empo2 itself and cannot be overridden")
+        if key not in accepted:
+            raise ConfigError(f"trainer.{key}: not an argument of lightning.Trainer")
+    epochs = trainer.get("max_epochs")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"trainer.max_epochs: the number of RL iterations, an int >= 1; got {epochs!r}")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Merge schema defaults, an optional YAML file and `key=value` overrides; validate; return."""
+    schema = OmegaConf.structured(Config)
+    try:
+        layers = [schema]
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}")
+            layers.append(OmegaConf.load(path))
+        if overrides:
+            for item in overrides:
+                if "=" not in item:
+                    raise ConfigError(f"override {item!r}: expected key=value")
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+        OmegaConf.resolve(merged)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        msg = getattr(err, "msg", str(err)).splitlines()[0]
+        raise ConfigError(f"{key}: {msg}" if key else msg) from None
+    assert isinstance(cfg, Config)
+    check_values(cfg)
+    return cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    out = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    assert isinstance(out, dict)
+    return out
+
+
+# --------------------------------------------------------------------------- documentation
+
+
+def field_docs(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, docstring) for every field, read from the attribute docstrings."""
+    source = textwrap.dedent(inspect.getsource(cls))
+    body = ast.parse(source).body[0]
+    assert isinstance(body, ast.ClassDef)
+    docs: dict[str, str] = {}
+    stmts = body.body
+    for stmt, nxt in zip(stmts, stmts[1:]):
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                docs[stmt.target.id] = " ".join(str(nxt.value.value).split())
+    rows: list[tuple[str, str, str]] = []
+    default_obj = cls()
+    for f in fields(cls):
+        key = f"{prefix}{f.name}"
+        value = getattr(default_obj, f.name)
+        if is_dataclass(value):
+            rows.append((key, "", docs.get(f.name, "")))
+            rows.extend(field_docs(type(value), prefix=f"{key}."))
+        else:
+            rows.append((key, repr(value), docs.get(f.name, "")))
+    return rows
+
+
+def reference_markdown() -> str:
+    """The README's config reference table."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, doc in field_docs():
+        default = default.replace("|", "\\|").replace("\n", "\\n")
+        lines.append(f"| `{key}` | {'`' + default + '`' if default else ''} | {doc.replace('|', chr(92) + '|')} |")
+    return "\n".join(lines)

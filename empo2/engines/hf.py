@@ -1,0 +1,81 @@
+"""Rollout engine on Hugging Face `generate`, sharing the trainer's model object.
+
+Why: it needs nothing beyond transformers, so it works everywhere (CPU tests, machines without
+vLLM), and because it *is* the trainer's model there is no weight sync to get wrong. Prompts of a
+batch are left-padded; the raw logits of each step are kept so the sampled tokens' log-probs can
+be taken under exactly the distribution that was sampled (no top-k/top-p: the full softmax at the
+given temperature).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from empo2.engines.base import ENGINES, Generation, RolloutEngine, SamplingParams, trim_response
+
+
+@ENGINES.register("hf")
+class HFEngine(RolloutEngine):
+    def __init__(self, model, tokenizer, max_batch_size: int = 64) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        eos = tokenizer.eos_token_id
+        self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        out: list[Generation] = []
+        for start in range(0, len(prompts), self.max_batch_size):
+            out.extend(self._generate_batch(prompts[start:start + self.max_batch_size], params))
+        return out
+
+    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        if not prompts:
+            return []
+        device = next(self.model.parameters()).device
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            attention[i, width - len(p):] = 1
+        greedy = params.temperature <= 0
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            result = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                max_new_tokens=params.max_new_tokens,
+                do_sample=not greedy,
+                temperature=None if greedy else params.temperature,
+                top_k=None,
+                top_p=None,
+                stop_strings=list(params.stop) or None,
+                tokenizer=self.tokenizer,
+                pad_token_id=self.pad_id,
+                eos_token_id=sorted(self.eos_ids),
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+        finally:
+            self.model.train(was_training)
+        new_tokens = result.sequences[:, width:].cpu()
+        temp = 1.0 if greedy else params.temperature
+        step_logps = []
+        for t, logits in enumerate(result.logits):
+            logp = torch.log_softmax(logits.float() / temp, dim=-1)
+            step_logps.append(logp.gather(1, new_tokens[:, t:t + 1].to(logp.device)).squeeze(1).cpu())
+        logps = torch.stack(step_logps, dim=1) if step_logps else torch.zeros((len(prompts), 0))
+        gens = []
+        for i in range(len(prompts)):
+            ids, reason = trim_response(new_tokens[i].tolist(), self.tokenizer, params.stop, self.eos_ids)
+            gens.append(Generation(
+                token_ids=ids,
+                logprobs=logps[i, : len(ids)].tolist(),
+                text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                finish_reason=reason,
+            ))
+        return gens

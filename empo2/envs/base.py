@@ -1,0 +1,90 @@
+"""The contract between the trainer and a multi-step text environment.
+
+Why this shape: the rollout loop needs only instances (ids with train/test splits), `reset` and
+`step`. One `TextEnv` object plays one episode at a time and is reused across episodes, so an
+environment with expensive state (a JVM, a search index) keeps it alive and `close()` releases it.
+How the agent is *prompted* also belongs to the environment (what the first message says, the
+one-line instruction on the latest turn), since each benchmark's paper prompt differs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from empo2.registry import Registry
+
+
+@dataclass
+class StepResult:
+    observation: str
+    """What the agent sees next."""
+    reward: float
+    """Reward of this step (for score-based environments: the score change)."""
+    done: bool
+    """The episode ended (success, failure, or the environment's own end)."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """Extra facts: `success` (bool) at the end, `valid` (whether the action was understood), ..."""
+
+
+class TextEnv(ABC):
+    """One environment simulator playing one episode at a time."""
+
+    name: ClassVar[str] = "text-env"
+    default_max_turns: ClassVar[int] = 30
+
+    @abstractmethod
+    def instances(self, split: str) -> list[str]:
+        """Instance ids of a split (`train` or `test`); an instance = task + variation."""
+
+    @abstractmethod
+    def reset(self, instance: str) -> tuple[str, dict[str, Any]]:
+        """Start an episode on `instance`; return the first observation and info."""
+
+    @abstractmethod
+    def step(self, action: str) -> StepResult:
+        """Apply one action (the model's text, one line)."""
+
+    def max_turns(self, instance: str) -> int:
+        """Turn cap for an instance (environments with per-task caps override)."""
+        return self.default_max_turns
+
+    def task_of(self, instance: str) -> str:
+        """The task an instance belongs to (for per-task metrics)."""
+        return instance.split("/")[0]
+
+    # ---- prompting -------------------------------------------------------------------------
+    def first_message(self, observation: str, info: dict[str, Any]) -> str:
+        """Content of the first user message (observation plus instructions)."""
+        return observation
+
+    def turn_instruction(self) -> str:
+        """Short instruction appended to the latest user message only (not kept in history)."""
+        return "Reply with exactly one action on one line and nothing else."
+
+    def close(self) -> None:
+        """Release processes and files."""
+
+
+ENVS: Registry[type[TextEnv]] = Registry("environment")
+
+
+def env_class(name: str, cls_path: str | None = None) -> type[TextEnv]:
+    """The class named in config: `env.cls` (`pkg.mod:Class`) wins over the registry name."""
+    if cls_path:
+        module_name, _, attr = cls_path.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"env.cls: cannot import {cls_path!r}: {err}") from None
+        if not (isinstance(cls, type) and issubclass(cls, TextEnv)):
+            raise ValueError(f"env.cls: {cls_path!r} is not a subclass of empo2.envs.TextEnv")
+        return cls
+    import empo2.envs  # noqa: F401  (registers the built-in environments)
+
+    try:
+        return ENVS.get(name)
+    except KeyError as err:
+        raise ValueError(f"env.name: {err.args[0]}") from None

@@ -1,0 +1,149 @@
+"""`python -m empo2.fit --config FILE [key=value ...]`: train a policy.
+
+Why a thin script over `lightning.Trainer`: users bring Lightning habits (strategies, precision,
+loggers, `ckpt_path=last`), so everything under `trainer.*` goes straight to the Trainer, and this
+file only wires the three empo2 pieces (module, datamodule, callbacks) and the run directory:
+
+    <out_dir>/<name>/config.yaml      the resolved config (an earlier, different one is kept)
+    <out_dir>/<name>/checkpoints/     last.ckpt and periodic ones
+    <out_dir>/<name>/logs/            CSV (and TensorBoard) metrics, one row per iteration
+    <out_dir>/<name>/trajectories/    every training episode, one JSONL file per iteration
+
+A fresh run refuses a run directory that already holds checkpoints (pass `ckpt_path=last` to
+resume, or choose another `name`), so no run's data is overwritten by accident.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from empo2.config import Config, ConfigError, load_config, to_dict, to_yaml
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m empo2.fit", description="Train an LLM agent with EMPO².")
+    parser.add_argument("--config", help="YAML file (keys as in the README's config reference)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_epochs=5")
+    return parser.parse_args(argv)
+
+
+def prepare_run_dir(cfg: Config) -> Path:
+    run_dir = cfg.run_dir
+    ckpts = run_dir / "checkpoints"
+    if cfg.ckpt_path is None and ckpts.is_dir() and any(ckpts.glob("*.ckpt")):
+        raise ConfigError(
+            f"ckpt_path: {run_dir} already holds checkpoints; pass ckpt_path=last to resume "
+            f"or choose another name=..."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = to_yaml(cfg)
+    saved = run_dir / "config.yaml"
+    if saved.exists() and saved.read_text() != text:
+        k = 1
+        while (run_dir / f"config.{k}.yaml").exists():
+            k += 1
+        saved.rename(run_dir / f"config.{k}.yaml")
+    saved.write_text(text)
+    return run_dir
+
+
+def resolve_ckpt(cfg: Config) -> str | None:
+    if cfg.ckpt_path is None:
+        return None
+    path = cfg.run_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path: no checkpoint at {path}")
+    return str(path)
+
+
+def build_loggers(cfg: Config, run_dir: Path) -> list[Any]:
+    from lightning.pytorch import loggers
+
+    out: list[Any] = []
+    for name in cfg.logging.loggers:
+        if name == "csv":
+            out.append(loggers.CSVLogger(run_dir, name="logs", version=""))
+        elif name == "tensorboard":
+            out.append(loggers.TensorBoardLogger(run_dir, name="logs", version=""))
+        elif name == "wandb":
+            out.append(loggers.WandbLogger(project="empo2", name=cfg.name, save_dir=str(run_dir)))
+    return out
+
+
+def build_trainer(cfg: Config, run_dir: Path, extra_callbacks: list[Any] | None = None):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from callbacks import TrajectoryWriter
+
+    callbacks: list[Any] = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="iter_{epoch:05d}",
+            monitor="iteration",
+            mode="max",
+            save_top_k=cfg.checkpoint.keep,
+            save_last=True,
+            every_n_epochs=cfg.checkpoint.every_n_iterations,
+            save_on_train_epoch_end=True,
+            auto_insert_metric_name=False,
+        )
+    ]
+    if cfg.logging.trajectories:
+        callbacks.append(TrajectoryWriter(run_dir))
+    callbacks += extra_callbacks or []
+    kwargs = dict(cfg.trainer)
+    kwargs.setdefault("log_every_n_steps", 1)
+    kwargs.setdefault("num_sanity_val_steps", 0)
+    kwargs.setdefault("enable_progress_bar", cfg.logging.progress_bar)
+    kwargs.setdefault("default_root_dir", str(run_dir))
+    return L.Trainer(
+        logger=build_loggers(cfg, run_dir) or False,
+        callbacks=callbacks,
+        reload_dataloaders_every_n_epochs=1,
+        use_distributed_sampler=False,
+        **kwargs,
+    )
+
+
+def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
+    """Run (or resume) training; return the Trainer."""
+    from datamodules import RolloutDataModule
+    from empo2.module import EMPO2Module
+
+    ckpt = resolve_ckpt(cfg)
+    run_dir = prepare_run_dir(cfg)
+    trainer = build_trainer(cfg, run_dir, extra_callbacks)
+    module = EMPO2Module(cfg)
+    datamodule = RolloutDataModule(cfg)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    try:
+        trainer = fit(cfg)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if not k.startswith("time/")}
+    print(f"run directory: {cfg.run_dir}")
+    print({k: metrics[k] for k in sorted(metrics) if k.startswith(("rollout/return", "rollout/success", "train/loss"))})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

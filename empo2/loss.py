@@ -1,0 +1,74 @@
+"""Policy losses (EMPO2.md §6.2), registered by name.
+
+Why token-mean: every response token in a mini-batch counts once, whatever its row's length, which
+is what the paper's and verl's default aggregation does. The function returns the *sum* over the
+given tokens plus the statistics, so a mini-batch split into micro-batches can divide by the
+mini-batch's token count once and get exactly the same loss as one big batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from empo2.registry import Registry
+
+
+@dataclass
+class LossTerms:
+    loss_sum: torch.Tensor
+    """Sum of per-token losses over unmasked tokens (divide by the mini-batch token count)."""
+    clipped: torch.Tensor
+    """Number of tokens where the PPO clip was active."""
+    dual_clipped: torch.Tensor
+    """Number of tokens where the dual clip was active."""
+    ratio_sum: torch.Tensor
+    """Sum of importance ratios over unmasked tokens."""
+    ratio_max: torch.Tensor
+    """Largest ratio among unmasked tokens."""
+
+
+LossFn = Callable[..., LossTerms]
+LOSSES: Registry[LossFn] = Registry("policy loss")
+
+
+@LOSSES.register("dual_clip_ppo")
+def dual_clip_ppo(
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.3,
+    dual_clip: float = 10.0,
+    log_ratio_clamp: float = 20.0,
+) -> LossTerms:
+    """EMPO2.md §6.2, per token:
+    ratio = exp(clamp(logp − logp_old, −20, 20));
+    L = max(−A·ratio, −A·clip(ratio, 1−ε_low, 1+ε_high)); if A < 0: L = min(L, −c·A).
+
+    All tensors are [rows, tokens]; `advantages` broadcasts from [rows, 1]; `mask` is 1 for tokens
+    that count (response tokens not removed by low-probability masking).
+    """
+    mask = mask.to(logp.dtype)
+    adv = advantages.to(logp.dtype).expand_as(logp)
+    ratio = torch.exp(torch.clamp(logp - logp_old, -log_ratio_clamp, log_ratio_clamp))
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    loss = torch.maximum(unclipped, clipped)
+    cap = -dual_clip * adv
+    negative = adv < 0
+    dual_active = negative & (loss > cap)
+    loss = torch.where(negative, torch.minimum(loss, cap), loss)
+    clip_active = (clipped > unclipped) & ~dual_active
+    with torch.no_grad():
+        ratio_max = (ratio.detach() * mask).max() if mask.any() else ratio.new_zeros(())
+    return LossTerms(
+        loss_sum=(loss * mask).sum(),
+        clipped=(clip_active.to(mask.dtype) * mask).sum().detach(),
+        dual_clipped=(dual_active.to(mask.dtype) * mask).sum().detach(),
+        ratio_sum=(ratio.detach() * mask).sum(),
+        ratio_max=ratio_max,
+    )

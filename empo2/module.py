@@ -1,0 +1,182 @@
+"""The policy and its update: a LightningModule with manual optimisation.
+
+Why manual optimisation: one optimizer step consumes a PPO mini-batch of step rows that is split
+into micro-batches of similar length; the token-mean loss must divide by the *mini-batch's* token
+count, and the gradient norm (before clipping) is a metric users watch. Lightning's automatic loop
+would hide both. Old log-probs are recomputed by `compute_logprobs` before the first update of an
+iteration (called by the datamodule once the rollout is built), so the ratio compares the trainer
+with itself, never with the rollout engine; the engine's numbers only feed the mismatch metric.
+
+Checkpoints: with LoRA only the trainable (adapter) weights go into the checkpoint; the frozen base
+comes from `model.name_or_path` again on resume.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+
+from empo2.config import Config
+from empo2.loss import LOSSES
+from empo2.models import load_causal_lm, load_tokenizer
+from empo2.token_batch import micro_batches, pack, response_logprobs
+
+
+class EMPO2Module(L.LightningModule):
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.automatic_optimization = False
+        self.strict_loading = not cfg.model.lora.enabled
+        self.tokenizer = load_tokenizer(cfg.model.name_or_path)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.policy: torch.nn.Module | None = None
+        self.loss_fn = LOSSES.get(cfg.algo.loss)
+        self._stats: dict[str, float] = defaultdict(float)
+        self._epoch_start = 0.0
+
+    # ------------------------------------------------------------------ model
+    def configure_model(self) -> None:
+        if self.policy is not None:
+            return
+        model = load_causal_lm(self.cfg.model.name_or_path, self.cfg.model.dtype)
+        model.config.use_cache = False
+        if self.cfg.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lora = self.cfg.model.lora
+        if lora.enabled:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+            ))
+        self.policy = model
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        assert self.policy is not None
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        return torch.optim.AdamW(
+            self.trainable_parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas)
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.cfg.model.lora.enabled:
+            keep = {name for name, p in self.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    # ------------------------------------------------------------------ log-probs
+    @torch.no_grad()
+    def compute_logprobs(
+        self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], temperature: float = 1.0
+    ) -> list[list[float]]:
+        """Per-token log-probs of each response under the current weights (eval mode)."""
+        assert self.policy is not None
+        was_training = self.policy.training
+        self.policy.eval()
+        out: list[list[float]] = [[] for _ in prompts]
+        lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
+        try:
+            for idx in micro_batches(lengths, self.cfg.optim.micro_batch_size):
+                batch = pack([prompts[i] for i in idx], [responses[i] for i in idx], self.pad_id)
+                logp = response_logprobs(self.policy, _to(batch, self.device), temperature).cpu()
+                for row, i in enumerate(idx):
+                    out[i] = logp[row, : len(responses[i])].tolist()
+        finally:
+            self.policy.train(was_training)
+        return out
+
+    # ------------------------------------------------------------------ update
+    def on_train_epoch_start(self) -> None:
+        self._stats = defaultdict(float)
+        self._epoch_start = time.perf_counter()
+
+    def training_step(self, rows: list[dict[str, Any]], batch_idx: int) -> None:
+        assert self.policy is not None
+        if not rows:
+            return
+        opt = self.optimizers()
+        a = self.cfg.algo
+        t0 = time.perf_counter()
+        total_tokens = sum(len(r["response_ids"]) for r in rows)
+        lengths = [len(r["prompt_ids"]) + len(r["response_ids"]) for r in rows]
+        s = self._stats
+        loss_value = 0.0
+        for idx in micro_batches(lengths, self.cfg.optim.micro_batch_size):
+            mb = [rows[i] for i in idx]
+            batch = _to(pack([r["prompt_ids"] for r in mb], [r["response_ids"] for r in mb], self.pad_id), self.device)
+            logp = response_logprobs(self.policy, batch, self.cfg.rollout.temperature)
+            width = logp.shape[1]
+            old = torch.tensor([_pad(r["old_logprobs"], width) for r in mb], device=self.device)
+            adv = torch.tensor([[r["advantage"]] for r in mb], device=self.device, dtype=logp.dtype)
+            terms = self.loss_fn(
+                logp, old, adv, batch.response_mask, clip_low=a.clip_low, clip_high=a.clip_high,
+                dual_clip=a.dual_clip, log_ratio_clamp=a.log_ratio_clamp,
+            )
+            loss = terms.loss_sum / max(total_tokens, 1)
+            self.manual_backward(loss)
+            loss_value += float(loss.detach())
+            s["clipped"] += float(terms.clipped)
+            s["dual_clipped"] += float(terms.dual_clipped)
+            s["ratio_sum"] += float(terms.ratio_sum)
+            s["ratio_max"] = max(s["ratio_max"], float(terms.ratio_max))
+            s["real_tokens"] += batch.real_tokens
+            s["padded_tokens"] += batch.padded_tokens
+        grad_norm = self._clip_and_norm()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        s["loss_sum"] += loss_value
+        s["grad_norm_sum"] += grad_norm
+        s["steps"] += 1
+        s["response_tokens"] += total_tokens
+        s["update_s"] += time.perf_counter() - t0
+
+    def _clip_and_norm(self) -> float:
+        params = [p for p in self.trainable_parameters() if p.grad is not None]
+        if not params:
+            return 0.0
+        max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def update_metrics(self) -> dict[str, float]:
+        """The iteration's update statistics (called at the end of the epoch)."""
+        s = self._stats
+        steps = max(s["steps"], 1)
+        tokens = max(s["response_tokens"], 1)
+        return {
+            "train/loss": s["loss_sum"] / steps,
+            "train/grad_norm": s["grad_norm_sum"] / steps,
+            "train/clip_frac": s["clipped"] / tokens,
+            "train/dual_clip_frac": s["dual_clipped"] / tokens,
+            "train/ratio_mean": s["ratio_sum"] / tokens,
+            "train/ratio_max": s["ratio_max"],
+            "train/optimizer_steps": s["steps"],
+            "train/trained_tokens_per_s": s["real_tokens"] / max(s["update_s"], 1e-9),
+            "train/padding_share": 1.0 - s["real_tokens"] / max(s["padded_tokens"], 1),
+            "time/update_s": time.perf_counter() - self._epoch_start,
+        }
+
+    def on_train_epoch_end(self) -> None:
+        metrics = {"iteration": float(self.current_epoch)}
+        dm = getattr(self.trainer, "datamodule", None)
+        metrics.update(getattr(dm, "iteration_metrics", {}))
+        metrics.update(self.update_metrics())
+        self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=self.trainer.world_size > 1)
+
+
+def _pad(values: Sequence[float], width: int) -> list[float]:
+    return list(values[:width]) + [0.0] * (width - len(values))
+
+
+def _to(batch, device):
+    from dataclasses import fields, replace
+
+    return replace(batch, **{f.name: getattr(batch, f.name).to(device) for f in fields(batch)})

@@ -1,0 +1,133 @@
+"""Plays a batch of episodes with the current policy, all environments advancing in lock-step.
+
+Why lock-step batches: generation is the expensive part, and it is far cheaper per token in large
+batches. Each turn, every still-running episode contributes one prompt; the engine answers them
+all in one call; each environment then takes its step. Finished episodes drop out of the batch.
+
+An environment that raises during `reset` or `step` ends only its own episode, marked truncated
+with the error kept, and the rollout goes on (the environment may replace its own process).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+from tqdm.auto import tqdm
+
+from empo2.conversation import Conversation
+from empo2.engines.base import RolloutEngine, SamplingParams
+from empo2.envs.base import TextEnv
+from empo2.episode import Episode, Step
+
+# (episodes still running) -> tips to show at their current step, one list per episode
+TipSource = Callable[[list[Episode]], list[list[str]]]
+
+
+@dataclass
+class RolloutStats:
+    generated_tokens: int = 0
+    generation_s: float = 0.0
+    env_s: float = 0.0
+    prompt_s: float = 0.0
+    tips_s: float = 0.0
+    turns: int = 0
+    raw_valid_actions: int = 0
+    dropped_turns: int = 0
+    prompts_too_long: int = 0
+    env_errors: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def run_episodes(
+    envs: Sequence[TextEnv],
+    episodes: list[Episode],
+    engine: RolloutEngine,
+    tokenizer,
+    params: SamplingParams,
+    max_prompt_tokens: int,
+    max_turns: Optional[int] = None,
+    tips_for: Optional[TipSource] = None,
+    progress: bool = False,
+    desc: str = "rollout",
+) -> RolloutStats:
+    """Play `episodes[i]` in `envs[i]` until done or the turn cap; fills the episodes in place."""
+    if len(envs) < len(episodes):
+        raise ValueError(f"{len(episodes)} episodes need as many environments, got {len(envs)}")
+    stats = RolloutStats()
+    caps: list[int] = []
+    active: list[int] = []
+    bar = tqdm(total=len(episodes), desc=desc, unit="ep", disable=not progress, leave=False)
+    for i, ep in enumerate(episodes):
+        env = envs[i]
+        caps.append(max_turns or env.max_turns(ep.instance))
+        try:
+            obs, info = env.reset(ep.instance)
+        except Exception as err:  # noqa: BLE001 - one broken env must not end the run
+            ep.truncated, ep.error = True, f"reset: {type(err).__name__}: {err}"
+            stats.env_errors += 1
+            bar.update(1)
+            continue
+        ep.conversation = Conversation(instruction=env.turn_instruction())
+        ep.conversation.add_user(env.first_message(obs, info))
+        active.append(i)
+
+    while active:
+        batch = [episodes[i] for i in active]
+        t0 = time.perf_counter()
+        tips = tips_for(batch) if tips_for is not None else [[] for _ in batch]
+        t1 = time.perf_counter()
+        for ep, ep_tips in zip(batch, tips):
+            ep.conversation.messages[-1].tips = list(ep_tips)
+        rendered = [ep.conversation.render(tokenizer, max_prompt_tokens) for ep in batch]
+        t2 = time.perf_counter()
+        gens = engine.generate([r.ids for r in rendered], params)
+        t3 = time.perf_counter()
+        stats.tips_s += t1 - t0
+        stats.prompt_s += t2 - t1
+        stats.generation_s += t3 - t2
+        still: list[int] = []
+        for i, ep, rend, gen, ep_tips in zip(active, batch, rendered, gens, tips):
+            action = first_line(gen.text)
+            stats.generated_tokens += len(gen.token_ids)
+            stats.turns += 1
+            stats.dropped_turns += rend.dropped_turns
+            stats.prompts_too_long += int(rend.too_long)
+            te = time.perf_counter()
+            try:
+                result = envs[i].step(action)
+            except Exception as err:  # noqa: BLE001
+                ep.truncated, ep.error = True, f"step: {type(err).__name__}: {err}"
+                stats.env_errors += 1
+                stats.env_s += time.perf_counter() - te
+                bar.update(1)
+                continue
+            stats.env_s += time.perf_counter() - te
+            stats.raw_valid_actions += int(bool(result.info.get("raw_valid", False)))
+            ep.steps.append(Step(
+                prompt_ids=rend.ids, response_ids=gen.token_ids, engine_logprobs=gen.logprobs,
+                response_text=gen.text, action=action, observation=result.observation,
+                reward=float(result.reward), info=result.info, tips=list(ep_tips),
+                dropped_turns=rend.dropped_turns,
+            ))
+            ep.conversation.add_assistant(action)
+            if result.done:
+                ep.success = bool(result.info.get("success", False))
+                bar.update(1)
+            elif len(ep.steps) >= caps[i]:
+                ep.truncated = True
+                bar.update(1)
+            else:
+                ep.conversation.add_user(result.observation)
+                still.append(i)
+        active = still
+    bar.close()
+    return stats
