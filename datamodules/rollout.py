@@ -100,8 +100,11 @@ class RolloutDataModule(L.LightningDataModule):
         trainer = self.trainer
         module = trainer.lightning_module
         iteration = trainer.current_epoch
-        if trainer.max_epochs is not None and iteration >= trainer.max_epochs:
-            return DataLoader([], batch_size=1, collate_fn=keep_rows)  # nothing left to run
+        finished = trainer.max_epochs is not None and iteration >= trainer.max_epochs
+        if iteration < self.next_iteration or finished:
+            # Resuming from a checkpoint taken at an epoch's end, Lightning asks once more for the
+            # data of that finished iteration before moving on: it must not be rolled out again.
+            return self._placeholder()
         rank = trainer.global_rank
         seed = iteration_seed(self.cfg.seed, iteration, rank)
         random.seed(seed)
@@ -143,9 +146,14 @@ class RolloutDataModule(L.LightningDataModule):
         self.episodes = episodes
         self.next_iteration = iteration + 1
         self.iteration_metrics = self._metrics(episodes, rows, stats, rollout_s=t1 - t0, hooks_s=t2 - t1, logprob_s=t4 - t3)
-        # No rows (every episode failed before acting): one empty batch keeps the fit loop going.
-        batches = self._batches(len(rows), seed) if rows else [[]]
-        return DataLoader(rows, batch_sampler=batches, collate_fn=keep_rows)
+        if not rows:  # every episode failed before acting: skip this update, keep the run going
+            return self._placeholder()
+        return DataLoader(rows, batch_sampler=self._batches(len(rows), seed), collate_fn=keep_rows)
+
+    @staticmethod
+    def _placeholder() -> DataLoader:
+        """One empty batch: the fit loop keeps going and `training_step` does nothing with it."""
+        return DataLoader([], batch_sampler=[[]], collate_fn=keep_rows)
 
     def build_rows(self, episodes: list[Episode]) -> list[dict[str, Any]]:
         """One training row per step; every row of an episode carries the episode's advantage."""

@@ -332,3 +332,7 @@ def reference_markdown() -> str:
         default = default.replace("|", "\\|").replace("\n", "\\n")
         lines.append(f"| `{key}` | {'`' + default + '`' if default else ''} | {doc.replace('|', chr(92) + '|')} |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m empo2.config  -> the README's config reference
+    print(reference_markdown())

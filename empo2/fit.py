@@ -60,13 +60,30 @@ def resolve_ckpt(cfg: Config) -> str | None:
     return str(path)
 
 
-def build_loggers(cfg: Config, run_dir: Path) -> list[Any]:
+def checkpoint_epoch(path: str | None) -> int | None:
+    """The iteration a checkpoint resumes at (memory-mapped read: no copy of the weights)."""
+    if path is None:
+        return None
+    import torch
+
+    from datamodules import RolloutDataModule
+
+    ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    state = ckpt.get(RolloutDataModule.__qualname__)
+    if state is None:
+        raise ConfigError(f"ckpt_path: {path} was not written by empo2 (no {RolloutDataModule.__qualname__} state)")
+    return int(state["next_iteration"])
+
+
+def build_loggers(cfg: Config, run_dir: Path, resume_epoch: int | None = None) -> list[Any]:
     from lightning.pytorch import loggers
+
+    from empo2.run_logs import ResumableCSVLogger
 
     out: list[Any] = []
     for name in cfg.logging.loggers:
         if name == "csv":
-            out.append(loggers.CSVLogger(run_dir, name="logs", version=""))
+            out.append(ResumableCSVLogger(run_dir, name="logs", version="", resume_epoch=resume_epoch))
         elif name == "tensorboard":
             out.append(loggers.TensorBoardLogger(run_dir, name="logs", version=""))
         elif name == "wandb":
@@ -74,7 +91,9 @@ def build_loggers(cfg: Config, run_dir: Path) -> list[Any]:
     return out
 
 
-def build_trainer(cfg: Config, run_dir: Path, extra_callbacks: list[Any] | None = None):
+def build_trainer(
+    cfg: Config, run_dir: Path, extra_callbacks: list[Any] | None = None, resume_epoch: int | None = None
+):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -102,7 +121,7 @@ def build_trainer(cfg: Config, run_dir: Path, extra_callbacks: list[Any] | None 
     kwargs.setdefault("enable_progress_bar", cfg.logging.progress_bar)
     kwargs.setdefault("default_root_dir", str(run_dir))
     return L.Trainer(
-        logger=build_loggers(cfg, run_dir) or False,
+        logger=build_loggers(cfg, run_dir, resume_epoch) or False,
         callbacks=callbacks,
         reload_dataloaders_every_n_epochs=1,
         use_distributed_sampler=False,
@@ -117,7 +136,7 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
 
     ckpt = resolve_ckpt(cfg)
     run_dir = prepare_run_dir(cfg)
-    trainer = build_trainer(cfg, run_dir, extra_callbacks)
+    trainer = build_trainer(cfg, run_dir, extra_callbacks, resume_epoch=checkpoint_epoch(ckpt))
     module = EMPO2Module(cfg)
     datamodule = RolloutDataModule(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)

@@ -44,6 +44,12 @@ class EMPO2Module(L.LightningModule):
     def configure_model(self) -> None:
         if self.policy is not None:
             return
+        # Adapter initialisation draws random numbers: make it a function of the seed alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            self.policy = self._build_policy()
+
+    def _build_policy(self) -> torch.nn.Module:
         model = load_causal_lm(self.cfg.model.name_or_path, self.cfg.model.dtype)
         model.config.use_cache = False
         if self.cfg.model.gradient_checkpointing:
@@ -56,7 +62,7 @@ class EMPO2Module(L.LightningModule):
                 r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                 target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
             ))
-        self.policy = model
+        return model
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         assert self.policy is not None

@@ -111,12 +111,11 @@ class KeyRoomEnv(TextEnv):
     def step(self, action: str) -> StepResult:
         if self._done:
             raise RuntimeError("step() after the episode ended; call reset()")
-        text = " ".join(sorted(words(action), key=action.lower().find))
         valid = self.valid_actions()
         raw_valid = action.strip().lower().rstrip(".") in valid
-        best = max(valid, key=lambda v: jaccard(text, v))
+        best = max(valid, key=lambda v: jaccard(action, v))
         info: dict[str, Any] = {"raw_valid": raw_valid}
-        if not raw_valid and jaccard(text, best) == 0.0:
+        if not raw_valid and jaccard(action, best) == 0.0:
             info.update(valid=False, action=None, score=self._score)
             return StepResult("I do not understand that. Try one of the listed actions.", 0.0, False, info)
         info.update(valid=True, action=best)

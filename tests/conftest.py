@@ -1,0 +1,114 @@
+"""Shared fixtures: the embedded tokenizer, a tiny random Llama, and a warm-started tiny Llama.
+
+The warm start is supervised: the tiny model learns to answer KeyRoom prompts with a *uniformly
+random* valid action, so it starts as an unbiased random agent that produces real actions. RL tests
+then have signal (returns vary inside a group) without any knowledge of which action is right.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from empo2.models import EMBEDDED_PREFIX, build_tiny, embedded_dir, load_tokenizer
+
+EMBEDDED = f"{EMBEDDED_PREFIX}smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> str:
+    if not (embedded_dir("smollm2-135m-instruct") / "config.json").is_file():
+        pytest.fail(f"{EMBEDDED} is not prepared: run `make model` (make test does it)")
+    return EMBEDDED
+
+
+@pytest.fixture(scope="session")
+def tokenizer(embedded_model):
+    return load_tokenizer(embedded_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(embedded_model, tmp_path_factory) -> str:
+    return str(build_tiny(embedded_model, tmp_path_factory.mktemp("tiny")))
+
+
+def keyroom_sft_examples(tokenizer, env_options: dict, instances: list[str], n: int, seed: int = 0):
+    """(prompt ids, response ids) pairs: KeyRoom states reached by random valid actions, each
+    answered with a uniformly random valid action (followed by the end-of-turn token)."""
+    from empo2.conversation import Conversation
+    from empo2.envs import KeyRoomEnv
+
+    rng = random.Random(seed)
+    env = KeyRoomEnv(**env_options)
+    examples = []
+    while len(examples) < n:
+        inst = rng.choice(instances)
+        obs, info = env.reset(inst)
+        conv = Conversation(instruction=env.turn_instruction())
+        conv.add_user(env.first_message(obs, info))
+        for _ in range(rng.randint(1, 3)):
+            action = rng.choice(env.valid_actions())
+            prompt = conv.render(tokenizer, 4096).ids
+            response = tokenizer(action, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            examples.append((prompt, response))
+            if action.startswith("focus on"):
+                break
+            result = env.step(action)
+            conv.add_assistant(action)
+            conv.add_user(result.observation)
+    return examples
+
+
+def warm_start(model_dir: str, tokenizer, env_options: dict, instances: list[str], steps: int = 150) -> None:
+    """Supervised warm start in place (full fine-tuning of the tiny model)."""
+    from transformers import AutoModelForCausalLM
+
+    from empo2.token_batch import pack, response_logprobs
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    data = keyroom_sft_examples(tokenizer, env_options, instances, n=256)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = random.Random(1)
+    for _ in range(steps):
+        batch = rng.sample(data, 16)
+        tb = pack([p for p, _ in batch], [r for _, r in batch], tokenizer.pad_token_id)
+        loss = -(response_logprobs(model, tb).sum() / tb.response_mask.sum())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(model_dir)
+
+
+KEYROOM_OPTIONS = {"num_rooms": 3, "objects_per_room": 2, "max_turns": 4, "num_train": 8, "num_test": 4}
+
+
+@pytest.fixture(scope="session")
+def warm_model(embedded_model, tokenizer, tmp_path_factory) -> str:
+    folder = build_tiny(embedded_model, tmp_path_factory.mktemp("warm"))
+    instances = [f"find/{v}" for v in range(KEYROOM_OPTIONS["num_train"])]
+    warm_start(str(folder), tokenizer, KEYROOM_OPTIONS, instances)
+    return str(folder)
+
+
+def tiny_overrides(model_dir: str, out_dir: Path, name: str = "t", **extra) -> list[str]:
+    """CLI-style overrides for a fast fit on KeyRoom with a tiny model."""
+    base = {
+        "name": name, "out_dir": str(out_dir), "model.name_or_path": model_dir,
+        "env.options": "{num_rooms: 3, objects_per_room: 2, max_turns: 4, num_train: 8, num_test: 4}",
+        "rollout.tasks_per_iteration": 2, "rollout.group_size": 4, "rollout.max_new_tokens": 8,
+        "rollout.max_prompt_tokens": 1024, "optim.lr": 1e-3, "optim.mini_batch_size": 8,
+        "optim.micro_batch_size": 4, "logging.progress_bar": False, "trainer.max_epochs": 2,
+        "trainer.enable_model_summary": False, "trainer.deterministic": True,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture(autouse=True)
+def _fixed_threads():
+    torch.set_num_threads(2)
+    yield

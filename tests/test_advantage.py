@@ -1,0 +1,43 @@
+"""Trajectory- and step-level GRPO advantages (EMPO2.md §6.1) against hand-computed numbers."""
+
+import math
+
+import pytest
+
+from empo2.advantage import ADVANTAGES, grpo_step, grpo_trajectory
+
+
+def test_trajectory_level_by_hand():
+    # returns 1,2,3,4: mean 2.5, unbiased std sqrt(5/3) = 1.2909944
+    adv = grpo_trajectory([1, 2, 3, 4], ["g"] * 4, [1, 1, 1, 1], 1e-6)
+    std = math.sqrt(5 / 3)
+    assert adv == pytest.approx([(r - 2.5) / (std + 1e-6) for r in (1, 2, 3, 4)])
+    assert adv[0] == pytest.approx(-1.161895, abs=1e-6)
+
+
+def test_equal_returns_give_zero_advantage():
+    assert grpo_trajectory([5, 5, 5], ["g"] * 3, [2, 3, 4], 1e-6) == [0.0, 0.0, 0.0]
+
+
+def test_group_of_one_keeps_its_return():
+    assert grpo_trajectory([7.0], ["g"], [3], 1e-6) == [7.0]
+
+
+def test_groups_are_normalised_separately():
+    adv = grpo_trajectory([0, 100, 10, 10], ["a", "b", "a", "b"], [1, 1, 1, 1], 1e-6)
+    # group a: 0,10 -> mean 5, std sqrt(50)=7.0711 -> -0.70711, +0.70711; group b: 100,10 -> +0.70711, -0.70711
+    assert adv == pytest.approx([-0.707106, 0.707106, 0.707106, -0.707106], abs=1e-5)
+
+
+def test_step_level_weights_by_episode_length():
+    # rows: [0] + [10, 10, 10] -> mean 7.5, unbiased std sqrt((56.25 + 3*6.25)/3) = 5
+    adv = grpo_step([0, 10], ["g", "g"], [1, 3], 1e-6)
+    assert adv == pytest.approx([-7.5 / 5, 2.5 / 5], rel=1e-5)
+
+
+def test_step_level_single_row_keeps_its_return():
+    assert grpo_step([3.0], ["g"], [1], 1e-6) == [3.0]
+
+
+def test_registry():
+    assert ADVANTAGES.names() == ["grpo", "grpo_step"]

@@ -1,0 +1,80 @@
+"""Config schema: errors name the dotted key; the README's reference matches the schema."""
+
+from pathlib import Path
+
+import pytest
+
+from empo2.config import Config, ConfigError, field_docs, load_config, reference_markdown, to_yaml
+from empo2.fit import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_and_overrides(tmp_path):
+    cfg = load_config(None, ["rollout.group_size=8", "trainer.max_epochs=5", "optim.betas=[0.8,0.9]"])
+    assert isinstance(cfg, Config)
+    assert cfg.rollout.group_size == 8 and cfg.trainer["max_epochs"] == 5 and cfg.optim.betas == [0.8, 0.9]
+
+
+@pytest.mark.parametrize("override, key", [
+    ("rollout.group_sise=3", "rollout.group_sise"),          # unknown key
+    ("rollout.group_size=many", "rollout.group_size"),       # wrong type
+    ("model.lora.r=abc", "model.lora.r"),                    # nested wrong type
+    ("rollout.group_size=0", "rollout.group_size"),          # range
+    ("algo.clip_low=1.5", "algo.clip_low"),
+    ("engine.kind=tgi", "engine.kind"),                      # choice
+    ("algo.advantage=ppo_gae", "algo.advantage"),            # registry
+    ("algo.loss=kl_only", "algo.loss"),
+    ("trainer.max_epoch=3", "trainer.max_epoch"),            # not a Trainer argument
+    ("trainer.use_distributed_sampler=true", "trainer.use_distributed_sampler"),  # owned by empo2
+    ("trainer.max_epochs=-1", "trainer.max_epochs"),
+    ("env.cls=mymodule.MyEnv", "env.cls"),
+    ("logging.loggers=[csv,mlflow]", "logging.loggers"),
+])
+def test_errors_name_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value).startswith(key), str(err.value)
+
+
+def test_yaml_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  lora:\n    rank: 4\n")
+    with pytest.raises(ConfigError, match=r"^model\.lora\.rank"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(None, ["rollout.group_size"])
+
+
+def test_cli_reports_config_errors_without_traceback(capsys):
+    assert main(["rollout.tasks_per_iteration=x"]) == 2
+    assert "config error: rollout.tasks_per_iteration" in capsys.readouterr().err
+
+
+def test_print_config_round_trips(capsys):
+    assert main(["--config", str(ROOT / "conf/quickstart.yaml"), "--print-config", "seed=7"]) == 0
+    out = capsys.readouterr().out
+    assert "seed: 7" in out
+    path = ROOT / "tests" / "_printed.yaml"
+    try:
+        path.write_text(out)
+        assert to_yaml(load_config(path)) == out
+    finally:
+        path.unlink()
+
+
+def test_every_field_is_documented():
+    missing = [key for key, _, doc in field_docs() if not doc]
+    assert missing == []
+
+
+def test_readme_reference_matches_schema():
+    readme = (ROOT / "README.md").read_text()
+    assert reference_markdown() in readme, "regenerate with: python -m empo2.config"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "conf").glob("*.yaml")))
+def test_shipped_configs_validate(path):
+    load_config(path)

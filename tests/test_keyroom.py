@@ -1,0 +1,96 @@
+"""KeyRoom environment: layouts, scores, action mapping, splits, registry and user classes."""
+
+import pytest
+
+from empo2.envs import ENVS, KeyRoomEnv, TextEnv, env_class
+from empo2.envs.keyroom import jaccard
+
+
+def _solve(env: KeyRoomEnv, instance: str):
+    """Walk to the target's room and focus on it (the oracle)."""
+    env.reset(instance)
+    rewards = []
+    if env._room != env._target_room:
+        rewards.append(env.step(f"go to {env._target_room}").reward)
+    r = env.step(f"focus on {env._target}")
+    rewards.append(r.reward)
+    return rewards, r
+
+
+def test_oracle_scores_100_and_exploration_is_needed():
+    env = KeyRoomEnv()
+    for inst in env.instances("train")[:20]:
+        obs, info = env.reset(inst)
+        assert env._target not in obs  # the target is never in the starting room
+        rewards, last = _solve(env, inst)
+        assert rewards == [50.0, 50.0] and last.done and last.info["success"]
+
+
+def test_wrong_focus_fails_with_minus_100():
+    env = KeyRoomEnv()
+    env.reset("find/3")
+    wrong = env._layout["hallway"][0]
+    r = env.step(f"focus on {wrong}")
+    assert r.reward == -100.0 and r.done and r.info["success"] is False
+
+
+def test_free_text_maps_to_the_closest_valid_action():
+    env = KeyRoomEnv()
+    env.reset("find/0")
+    room = next(r for r in env._layout if r != "hallway")
+    r = env.step(f"I think I should go to the {room}, please.")
+    assert r.info == {"raw_valid": False, "valid": True, "action": f"go to {room}", "score": r.info["score"]}
+    assert env._room == room
+    nonsense = env.step("purple monkey dishwasher")
+    assert nonsense.info["valid"] is False and nonsense.reward == 0.0 and not nonsense.done
+    exact = env.step("look around")
+    assert exact.info["raw_valid"] is True
+
+
+def test_same_instance_same_layout_and_disjoint_splits():
+    a, b = KeyRoomEnv(), KeyRoomEnv()
+    a.reset("find/7"), b.reset("find/7")
+    assert a._layout == b._layout and a._target == b._target
+    env = KeyRoomEnv(num_train=5, num_test=3)
+    assert set(env.instances("train")).isdisjoint(env.instances("test"))
+    assert len(env.instances("test")) == 3
+
+
+def test_bad_input_is_a_clear_error():
+    env = KeyRoomEnv()
+    with pytest.raises(ValueError, match="unknown keyroom instance"):
+        env.reset("cook/1")
+    with pytest.raises(ValueError, match="unknown split"):
+        env.instances("dev")
+    with pytest.raises(ValueError, match="num_rooms"):
+        KeyRoomEnv(num_rooms=99)
+    with pytest.raises(RuntimeError, match="after the episode ended"):
+        env.step("look around")
+
+
+def test_jaccard_by_hand():
+    assert jaccard("go to kitchen", "go to the kitchen") == pytest.approx(3 / 4)
+    assert jaccard("Focus on: apple!", "focus on apple") == 1.0
+    assert jaccard("", "look around") == 0.0
+
+
+class MyEnv(TextEnv):
+    def instances(self, split):
+        return ["only/0"]
+
+    def reset(self, instance):
+        return "hello", {}
+
+    def step(self, action):
+        raise NotImplementedError
+
+
+def test_registry_and_user_class():
+    assert env_class("keyroom") is KeyRoomEnv is ENVS.get("keyroom")
+    assert env_class("ignored", f"{__name__}:MyEnv") is MyEnv
+    with pytest.raises(ValueError, match="env.name: unknown environment 'nope'"):
+        env_class("nope")
+    with pytest.raises(ValueError, match="cannot import"):
+        env_class("x", "no_such_module:Env")
+    with pytest.raises(ValueError, match="not a subclass"):
+        env_class("x", "builtins:dict")
