@@ -13,7 +13,7 @@ ARGS   ?=
 
 check-platform:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: '$(PYTHON)' not found. Install Python 3.10-3.13 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
-	@$(PYTHON) -c 'import sys; ok = (3, 10) <= sys.version_info[:2] <= (3, 13); print("" if ok else "error: empo2 needs Python 3.10-3.13, but $(PYTHON) is " + sys.version.split()[0] + ". Run make PYTHON=/path/to/python3.11 ..."); sys.exit(0 if ok else 1)'
+	@$(PYTHON) -c 'import sys; ok = (3, 10) <= sys.version_info[:2] <= (3, 13); ok or print("error: empo2 needs Python 3.10-3.13, but $(PYTHON) is " + sys.version.split()[0] + ". Run make PYTHON=/path/to/python3.11 ..."); sys.exit(0 if ok else 1)'
 	@command -v java >/dev/null 2>&1 || { echo "error: Java (>= 11) not found; ScienceWorld needs it. Install a JDK, e.g. 'apt-get install -y openjdk-17-jre-headless'."; exit 1; }
 
 $(STAMP): pyproject.toml | check-platform

@@ -12,6 +12,7 @@ against that constructor's signature, so every Trainer option works without bein
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import textwrap
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -203,6 +204,8 @@ _NON_NEGATIVE = (
     "rollout.temperature", "rollout.eval_temperature", "optim.weight_decay", "optim.grad_clip",
     "algo.clip_low", "algo.clip_high", "algo.adv_eps", "model.lora.dropout",
 )
+# Logger name -> packages that provide it (any one of them).
+_LOGGER_PACKAGES: dict[str, tuple[str, ...]] = {"csv": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 # Trainer options the trainer sets itself (one epoch = one RL iteration built by the datamodule).
 _TRAINER_OWNED = ("reload_dataloaders_every_n_epochs", "use_distributed_sampler", "logger")
 
@@ -233,9 +236,13 @@ def check_values(cfg: Config) -> None:
         raise ConfigError(f"env.max_turns: must be >= 1, got {cfg.env.max_turns}")
     if cfg.env.cls is not None and ":" not in cfg.env.cls:
         raise ConfigError(f"env.cls: expected 'package.module:ClassName', got {cfg.env.cls!r}")
-    bad = [name for name in cfg.logging.loggers if name not in ("csv", "tensorboard", "wandb")]
+    bad = [name for name in cfg.logging.loggers if name not in _LOGGER_PACKAGES]
     if bad:
-        raise ConfigError(f"logging.loggers: unknown logger(s) {bad}; use csv, tensorboard, wandb")
+        raise ConfigError(f"logging.loggers: unknown logger(s) {bad}; use {', '.join(_LOGGER_PACKAGES)}")
+    for name in cfg.logging.loggers:
+        needs = _LOGGER_PACKAGES[name]
+        if needs and not any(importlib.util.find_spec(pkg) for pkg in needs):
+            raise ConfigError(f"logging.loggers: {name} needs the package {needs[0]!r} (pip install {needs[0]})")
     _check_trainer(cfg.trainer)
     from empo2.advantage import ADVANTAGES
     from empo2.loss import LOSSES

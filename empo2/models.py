@@ -67,6 +67,9 @@ def resolve(name_or_path: str) -> str:
             )
         return str(folder)
     path = Path(name_or_path).expanduser()
+    looks_like_path = name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1
+    if looks_like_path and not path.exists():
+        raise FileNotFoundError(f"model.name_or_path: no such folder {path}")
     if path.exists():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"model.name_or_path: {path} has no config.json")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from typing import Any, Sequence
 
 import lightning as L
@@ -90,10 +91,15 @@ class EMPO2Module(L.LightningModule):
         self.policy.eval()
         out: list[list[float]] = [[] for _ in prompts]
         lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
+        # The same precision context as the training forward (autocast under *-mixed), so the
+        # first PPO ratio of an iteration is exactly 1.
+        trainer = self._trainer
+        precision = trainer.precision_plugin.forward_context if trainer is not None else nullcontext
         try:
             for idx in micro_batches(lengths, self.cfg.optim.micro_batch_size):
                 batch = pack([prompts[i] for i in idx], [responses[i] for i in idx], self.pad_id)
-                logp = response_logprobs(self.policy, _to(batch, self.device), temperature).cpu()
+                with precision():
+                    logp = response_logprobs(self.policy, _to(batch, self.device), temperature).float().cpu()
                 for row, i in enumerate(idx):
                     out[i] = logp[row, : len(responses[i])].tolist()
         finally:

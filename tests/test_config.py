@@ -30,11 +30,21 @@ def test_defaults_and_overrides(tmp_path):
     ("trainer.max_epochs=-1", "trainer.max_epochs"),
     ("env.cls=mymodule.MyEnv", "env.cls"),
     ("logging.loggers=[csv,mlflow]", "logging.loggers"),
+    ("env.max_turns=0", "env.max_turns"),
 ])
 def test_errors_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
     assert str(err.value).startswith(key), str(err.value)
+
+
+def test_missing_logger_package_is_named(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("tensorboard") else real(name, *a))
+    with pytest.raises(ConfigError, match=r"^logging.loggers: tensorboard needs the package 'tensorboard'"):
+        load_config(None, ["logging.loggers=[csv,tensorboard]"])
 
 
 def test_yaml_errors_name_the_key(tmp_path):
