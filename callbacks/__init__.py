@@ -1,5 +1,7 @@
-"""Lightning callbacks that take part in EMPO² iterations (rollout hooks, trajectory files)."""
+"""Lightning callbacks that take part in EMPO² iterations: tip memory, intrinsic reward, trajectory files."""
 
+from callbacks.intrinsic import IntrinsicReward
+from callbacks.tip_memory import TipMemory
 from callbacks.trajectory_writer import TrajectoryWriter
 
-__all__ = ["TrajectoryWriter"]
+__all__ = ["IntrinsicReward", "TipMemory", "TrajectoryWriter"]

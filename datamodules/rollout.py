@@ -115,17 +115,21 @@ class RolloutDataModule(L.LightningDataModule):
         engine = self._engine(module)
         engine.sync_weights()
         instances = self.sample_instances()
+        modes = self.sample_modes(len(instances))
         n = self.cfg.rollout.group_size
         episodes = [
-            Episode(uid=f"{iteration}-{rank}-{k}", instance=inst, group=f"{iteration}-{rank}-{b}")
-            for b, inst in enumerate(instances) for k in range(n)
+            Episode(uid=f"{iteration}-{rank}-{b * n + k}", instance=inst, group=f"{iteration}-{rank}-{b}", mode=mode)
+            for b, (inst, mode) in enumerate(zip(instances, modes)) for k in range(n)
         ]
+        self._call_hooks("on_rollout_start")
         r = self.cfg.rollout
         params = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, stop=list(r.stop))
         stats = run_episodes(
             self.envs, episodes, engine, module.tokenizer, params, r.max_prompt_tokens,
-            max_turns=self.cfg.env.max_turns, progress=self.cfg.logging.progress_bar and rank == 0,
-            desc=f"iteration {iteration} rollout",
+            max_turns=self.cfg.env.max_turns, tips_for=self._tip_source(episodes),
+            progress=self.cfg.logging.progress_bar and rank == 0,
+            desc=f"iteration {iteration} rollout ({'/'.join(sorted(set(modes)))})",
+            tips_scope=self.cfg.memory.tips_in_history,
         )
         t1 = time.perf_counter()
         self._call_hooks("on_rollout_end", episodes)
@@ -136,11 +140,9 @@ class RolloutDataModule(L.LightningDataModule):
         )
         for ep, adv in zip(episodes, advantages):
             ep.advantage = adv
-        rows = self.build_rows(episodes)
+        rows = self.build_rows(episodes, module.tokenizer)
         t3 = time.perf_counter()
-        old = module.compute_logprobs([r_["prompt_ids"] for r_ in rows], [r_["response_ids"] for r_ in rows], r.temperature)
-        for row, lp in zip(rows, old):
-            row["old_logprobs"] = lp
+        self.add_old_logprobs(rows, module)
         t4 = time.perf_counter()
         self._call_hooks("on_rollout_scored", episodes)
         self.episodes = episodes
@@ -155,13 +157,77 @@ class RolloutDataModule(L.LightningDataModule):
         """One empty batch: the fit loop keeps going and `training_step` does nothing with it."""
         return DataLoader([], batch_sampler=[[]], collate_fn=keep_rows)
 
-    def build_rows(self, episodes: list[Episode]) -> list[dict[str, Any]]:
-        """One training row per step; every row of an episode carries the episode's advantage."""
-        return [
-            {"prompt_ids": s.prompt_ids, "response_ids": s.response_ids, "engine_logprobs": s.engine_logprobs,
-             "advantage": ep.advantage, "episode": ep.uid, "mode": ep.mode}
-            for ep in episodes for s in ep.steps if s.response_ids
-        ]
+    def sample_modes(self, n_groups: int) -> list[str]:
+        """EMPO2.md §2: on_policy w.p. 1−p, on_policy_memory w.p. p(1−q), off_policy w.p. pq;
+        drawn once per iteration (default) or once per group."""
+        p, q = self.cfg.mode.p, self.cfg.mode.q
+        draws = 1 if self.cfg.mode.granularity == "iteration" else n_groups
+        modes = []
+        for _ in range(draws):
+            u = float(self.sampler.random())
+            modes.append("off_policy" if u < p * q else "on_policy_memory" if u < p else "on_policy")
+        return modes * n_groups if draws == 1 else modes
+
+    def _tip_source(self, episodes: list[Episode]):
+        if not any(ep.uses_memory for ep in episodes):
+            return None
+        for cb in self.trainer.callbacks:
+            if callable(getattr(cb, "retrieve_tips", None)):
+                return cb.retrieve_tips
+        raise RuntimeError("a memory-mode iteration needs a callback with retrieve_tips (memory.enabled=true)")
+
+    def build_rows(self, episodes: list[Episode], tokenizer) -> list[dict[str, Any]]:
+        """One training row per step; every row of an episode carries the episode's advantage.
+
+        Prompts per mode (EMPO2.md §6.3): `train_prompt_ids` is where log π_θ is taken (tips removed
+        for off-policy rows), `old_prompt_ids` where log π_old is taken (`offpolicy.old_logprob`),
+        and `tipfree_prompt_ids` where the low-probability mask is decided (§6.4)."""
+        budget = self.cfg.rollout.max_prompt_tokens
+        rows = []
+        for ep in episodes:
+            for i, s in enumerate(ep.steps):
+                if not s.response_ids:
+                    continue
+                tipfree = ep.prompt_at(i, tokenizer, budget, with_tips=False) if ep.uses_memory else s.prompt_ids
+                if ep.mode == "off_policy":
+                    train = tipfree
+                    old = tipfree if self.cfg.offpolicy.old_logprob == "without_tips" else s.prompt_ids
+                else:
+                    train = old = s.prompt_ids
+                m = self.cfg.mask
+                masked = m.level != "none" and (m.apply_to == "all" or ep.mode == "off_policy")
+                rows.append({
+                    "prompt_ids": s.prompt_ids, "train_prompt_ids": train, "old_prompt_ids": old,
+                    "tipfree_prompt_ids": tipfree, "response_ids": s.response_ids,
+                    "engine_logprobs": s.engine_logprobs, "advantage": ep.advantage, "episode": ep.uid,
+                    "mode": ep.mode, "masked": masked,
+                })
+        return rows
+
+    def add_old_logprobs(self, rows: list[dict[str, Any]], module) -> None:
+        """log π_old on each row's old prompt, and the keep-mask from the tip-free log-probs
+        (one batched pass over the distinct (prompt, response) pairs)."""
+        wanted: dict[tuple, int] = {}
+        pairs: list[tuple[list[int], list[int]]] = []
+        for row in rows:
+            keys = [row["old_prompt_ids"]] + ([row["tipfree_prompt_ids"]] if row["masked"] else [])
+            for prompt in keys:
+                k = (tuple(prompt), tuple(row["response_ids"]))
+                if k not in wanted:
+                    wanted[k] = len(pairs)
+                    pairs.append((prompt, row["response_ids"]))
+        logps = module.compute_logprobs([p for p, _ in pairs], [r for _, r in pairs], self.cfg.rollout.temperature)
+        m = self.cfg.mask
+        for row in rows:
+            resp = tuple(row["response_ids"])
+            row["old_logprobs"] = logps[wanted[(tuple(row["old_prompt_ids"]), resp)]]
+            keep = [1.0] * len(resp)
+            if row["masked"]:
+                tipfree = logps[wanted[(tuple(row["tipfree_prompt_ids"]), resp)]]
+                keep = [float(lp >= m.log_delta) for lp in tipfree]
+                if m.level == "step" and min(keep) == 0.0:
+                    keep = [0.0] * len(resp)
+            row["keep"] = keep
 
     def _batches(self, n_rows: int, seed: int) -> list[list[int]]:
         o = self.cfg.optim
@@ -172,16 +238,26 @@ class RolloutDataModule(L.LightningDataModule):
             batches += [order[i:i + o.mini_batch_size] for i in range(0, n_rows, o.mini_batch_size)]
         return batches
 
-    def _call_hooks(self, hook: str, episodes: list[Episode]) -> None:
+    def _call_hooks(self, hook: str, *args: Any) -> None:
         for cb in self.trainer.callbacks:
             fn = getattr(cb, hook, None)
             if callable(fn):
-                fn(self.trainer, self.trainer.lightning_module, episodes)
+                fn(self.trainer, self.trainer.lightning_module, *args)
 
     def _metrics(self, episodes, rows, stats: RolloutStats, rollout_s: float, hooks_s: float, logprob_s: float) -> dict[str, float]:
         n = max(len(episodes), 1)
-        gaps = [abs(e - o) for row in rows for e, o in zip(row["engine_logprobs"], row["old_logprobs"])]
-        return {
+        # engine vs trainer on the same prompt (rows whose old prompt is the rollout prompt)
+        gaps = [abs(e - o) for row in rows if row["old_prompt_ids"] is row["prompt_ids"]
+                for e, o in zip(row["engine_logprobs"], row["old_logprobs"])]
+        extra: dict[str, float] = {}
+        for cb in self.trainer.callbacks:
+            fn = getattr(cb, "rollout_metrics", None)
+            if callable(fn):
+                extra.update(fn())
+        modes = [ep.mode for ep in episodes]
+        for mode in ("on_policy", "on_policy_memory", "off_policy"):
+            extra[f"mode/{mode}"] = modes.count(mode) / n
+        return extra | {
             "rollout/return": sum(ep.extrinsic_return for ep in episodes) / n,
             "rollout/intrinsic_return": sum(ep.intrinsic_return for ep in episodes) / n,
             "rollout/success_rate": sum(ep.success for ep in episodes) / n,

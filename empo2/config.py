@@ -117,6 +117,64 @@ class AlgoConfig:
 
 
 @dataclass
+class ModeConfig:
+    p: float = 0.25
+    """Probability of a memory iteration (rollouts with retrieved tips); p = 0 is plain GRPO."""
+    q: float = 0.6666666666666666
+    """Probability that a memory iteration updates off-policy (tips removed from the trained prompt)."""
+    granularity: str = "iteration"
+    """Draw the mode once per `iteration` (paper) or once per `group`."""
+
+
+@dataclass
+class MemoryConfig:
+    enabled: bool = True
+    """Write tips after every training episode and retrieve them in memory modes."""
+    key: str = "state"
+    """Entry key: embedding of the `state` at the step (paper) or of the flattened chat `history` (code)."""
+    tips_in_history: str = "all"
+    """`all`: every step keeps its own tips in the history; `current`: only the latest step shows tips."""
+    threshold: float = 0.5
+    """Retrieval keeps entries with cosine similarity above this."""
+    top_k: int = 10
+    """Most tips retrieved per step (highest episode score first, ties oldest first)."""
+    capacity: int = 1000
+    """Entries per slot; the oldest are dropped first."""
+    tip_max_tokens: int = 128
+    """Max tokens of a generated tip."""
+    tip_temperature: float = 1.0
+    """Sampling temperature for tip generation."""
+    embed_batch_size: int = 64
+    """Texts per embedding call."""
+
+
+@dataclass
+class OffPolicyConfig:
+    old_logprob: str = "without_tips"
+    """Old log-probs of off-policy rows on the tip-free prompt (paper) or `with_tips` (merged code)."""
+
+
+@dataclass
+class MaskConfig:
+    level: str = "token"
+    """Low-probability masking per `token` (paper Eq. 2) or whole `step` (code), or `none`."""
+    log_delta: float = -5.0
+    """Tokens whose tip-free old log-prob is below this are masked."""
+    apply_to: str = "off_policy"
+    """Rows masking applies to: `off_policy` or `all`."""
+
+
+@dataclass
+class IntrinsicConfig:
+    kind: str = "novelty"
+    """`novelty` (1/n over a per-slot state table), `retrieval_count` (1/(k+1)), or `none`."""
+    coef: float = 1.0
+    """Scale of the intrinsic reward."""
+    threshold: float = 0.9
+    """Novelty: states with cosine similarity above this count as seen."""
+
+
+@dataclass
 class OptimConfig:
     lr: float = 1e-6
     """AdamW learning rate (constant)."""
@@ -174,6 +232,16 @@ class Config:
     """Advantage and loss."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """Optimizer and batching."""
+    mode: ModeConfig = field(default_factory=ModeConfig)
+    """EMPO² mode sampler (EMPO2.md §2)."""
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    """Tip memory (EMPO2.md §4)."""
+    offpolicy: OffPolicyConfig = field(default_factory=OffPolicyConfig)
+    """Off-policy update (EMPO2.md §6.3)."""
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    """Low-probability masking (EMPO2.md §6.4)."""
+    intrinsic: IntrinsicConfig = field(default_factory=IntrinsicConfig)
+    """Intrinsic reward (EMPO2.md §5)."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     """Loggers and trajectory files."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -193,17 +261,27 @@ class Config:
 _CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "engine.kind": ("auto", "hf", "vllm"),
+    "mode.granularity": ("iteration", "group"),
+    "memory.key": ("state", "history"),
+    "memory.tips_in_history": ("all", "current"),
+    "offpolicy.old_logprob": ("without_tips", "with_tips"),
+    "mask.level": ("token", "step", "none"),
+    "mask.apply_to": ("off_policy", "all"),
+    "intrinsic.kind": ("novelty", "retrieval_count", "none"),
 }
 _POSITIVE = (
     "rollout.tasks_per_iteration", "rollout.group_size", "rollout.max_new_tokens",
     "rollout.max_prompt_tokens", "engine.max_batch_size", "optim.mini_batch_size",
     "optim.micro_batch_size", "optim.ppo_epochs", "optim.lr", "model.lora.r",
-    "checkpoint.every_n_iterations", "algo.dual_clip",
+    "checkpoint.every_n_iterations", "algo.dual_clip", "memory.top_k", "memory.capacity",
+    "memory.tip_max_tokens", "memory.embed_batch_size",
 )
 _NON_NEGATIVE = (
     "rollout.temperature", "rollout.eval_temperature", "optim.weight_decay", "optim.grad_clip",
-    "algo.clip_low", "algo.clip_high", "algo.adv_eps", "model.lora.dropout",
+    "algo.clip_low", "algo.clip_high", "algo.adv_eps", "model.lora.dropout", "intrinsic.coef",
+    "memory.tip_temperature",
 )
+_PROBABILITIES = ("mode.p", "mode.q")
 # Logger name -> packages that provide it (any one of them).
 _LOGGER_PACKAGES: dict[str, tuple[str, ...]] = {"csv": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 # Trainer options the trainer sets itself (one epoch = one RL iteration built by the datamodule).
@@ -228,6 +306,14 @@ def check_values(cfg: Config) -> None:
     for key in _NON_NEGATIVE:
         if not _get(cfg, key) >= 0:
             raise ConfigError(f"{key}: must be >= 0, got {_get(cfg, key)!r}")
+    for key in _PROBABILITIES:
+        if not 0 <= _get(cfg, key) <= 1:
+            raise ConfigError(f"{key}: a probability in [0, 1], got {_get(cfg, key)!r}")
+    for key in ("memory.threshold", "intrinsic.threshold"):
+        if not -1 <= _get(cfg, key) <= 1:
+            raise ConfigError(f"{key}: a cosine similarity in [-1, 1], got {_get(cfg, key)!r}")
+    if cfg.mode.p > 0 and not cfg.memory.enabled:
+        raise ConfigError("mode.p: memory modes need memory.enabled=true (or set mode.p=0 for plain GRPO)")
     if cfg.algo.clip_low >= 1:
         raise ConfigError(f"algo.clip_low: must be < 1, got {cfg.algo.clip_low}")
     if len(cfg.optim.betas) != 2:
@@ -341,5 +427,18 @@ def reference_markdown() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m empo2.config  -> the README's config reference
-    print(reference_markdown())
+def update_readme(path: str | Path = "README.md") -> None:
+    """Replace the README's config reference table (its last section) with the generated one."""
+    path = Path(path)
+    text = path.read_text()
+    start = text.index("| key | default | meaning |")
+    path.write_text(text[:start] + reference_markdown() + "\n")
+
+
+if __name__ == "__main__":  # python -m empo2.config [--update-readme]
+    import sys
+
+    if "--update-readme" in sys.argv:
+        update_readme()
+    else:
+        print(reference_markdown())

@@ -47,6 +47,12 @@ class Conversation:
     messages: list[Message] = field(default_factory=list)
     instruction: str = ""
     """Appended to the latest user message only."""
+    tips_scope: str = "all"
+    """`all`: every user message shows its own tips; `current`: only the latest one does."""
+
+    def prefix(self, n_messages: int) -> "Conversation":
+        """The conversation as it stood with its first `n_messages` messages."""
+        return Conversation(list(self.messages[:n_messages]), self.instruction, self.tips_scope)
 
     def add_user(self, content: str, tips: list[str] | None = None) -> None:
         self.messages.append(Message("user", content, list(tips or [])))
@@ -60,7 +66,7 @@ class Conversation:
         out = []
         for i, m in enumerate(msgs):
             parts = [m.content]
-            if with_tips and m.tips:
+            if with_tips and m.tips and (self.tips_scope == "all" or i == len(msgs) - 1):
                 parts.append(tip_block(m.tips))
             if i == len(msgs) - 1 and m.role == "user" and self.instruction:
                 parts.append(self.instruction)

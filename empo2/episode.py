@@ -40,6 +40,10 @@ class Step:
     """Tips shown in this step's prompt."""
     dropped_turns: int = 0
     """History turns dropped to fit the prompt budget."""
+    n_messages: int = 0
+    """Messages of the conversation that formed this step's prompt (to re-render it tip-free)."""
+    retrieved: int = 0
+    """Tips retrieved for this step."""
 
 
 @dataclass
@@ -52,6 +56,10 @@ class Episode:
     """GRPO group id: episodes of the same instance drawn in the same iteration."""
     mode: str = "on_policy"
     """EMPO² mode of the iteration that produced it."""
+    task: str = ""
+    """The task in words (environment info `task`, else the instance id): part of memory keys."""
+    observations: list[str] = field(default_factory=list)
+    """observations[t] is the observation step t answered (the state at step t)."""
     steps: list[Step] = field(default_factory=list)
     conversation: Conversation = field(default_factory=Conversation)
     """The chat as the agent saw it (for tips and the tip-free prompt)."""
@@ -75,9 +83,17 @@ class Episode:
         """The return the advantage uses: Σ_t (r_t + r_int,t) (EMPO2.md §5)."""
         return self.extrinsic_return + self.intrinsic_return
 
+    @property
+    def uses_memory(self) -> bool:
+        return self.mode in ("on_policy_memory", "off_policy")
+
+    def prompt_at(self, i: int, tokenizer, max_tokens: int, with_tips: bool) -> list[int]:
+        """Token ids of step i's prompt, re-rendered (with or without its tips)."""
+        return self.conversation.prefix(self.steps[i].n_messages).render(tokenizer, max_tokens, with_tips).ids
+
     def to_json(self) -> dict[str, Any]:
         return {
-            "uid": self.uid, "instance": self.instance, "group": self.group, "mode": self.mode,
+            "uid": self.uid, "instance": self.instance, "group": self.group, "mode": self.mode, "task": self.task,
             "return": self.extrinsic_return, "intrinsic_return": self.intrinsic_return,
             "advantage": self.advantage, "success": self.success, "truncated": self.truncated,
             "error": self.error, "first_observation": (

@@ -97,7 +97,7 @@ def build_trainer(
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from callbacks import TrajectoryWriter
+    from callbacks import IntrinsicReward, TipMemory, TrajectoryWriter
 
     callbacks: list[Any] = [
         ModelCheckpoint(
@@ -112,6 +112,10 @@ def build_trainer(
             auto_insert_metric_name=False,
         )
     ]
+    if cfg.memory.enabled:
+        callbacks.append(TipMemory(cfg, run_dir))
+    if cfg.intrinsic.kind != "none":
+        callbacks.append(IntrinsicReward(cfg, run_dir))
     if cfg.logging.trajectories:
         callbacks.append(TrajectoryWriter(run_dir))
     callbacks += extra_callbacks or []

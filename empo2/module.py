@@ -118,21 +118,25 @@ class EMPO2Module(L.LightningModule):
         opt = self.optimizers()
         a = self.cfg.algo
         t0 = time.perf_counter()
-        total_tokens = sum(len(r["response_ids"]) for r in rows)
-        lengths = [len(r["prompt_ids"]) + len(r["response_ids"]) for r in rows]
+        # token-mean over the tokens that count: response tokens not removed by low-prob masking
+        total_tokens = sum(sum(r["keep"]) for r in rows)
+        lengths = [len(r["train_prompt_ids"]) + len(r["response_ids"]) for r in rows]
         s = self._stats
         loss_value = 0.0
         for idx in micro_batches(lengths, self.cfg.optim.micro_batch_size):
             mb = [rows[i] for i in idx]
-            batch = _to(pack([r["prompt_ids"] for r in mb], [r["response_ids"] for r in mb], self.pad_id), self.device)
+            batch = _to(pack([r["train_prompt_ids"] for r in mb], [r["response_ids"] for r in mb], self.pad_id), self.device)
             logp = response_logprobs(self.policy, batch, self.cfg.rollout.temperature)
             width = logp.shape[1]
             old = torch.tensor([_pad(r["old_logprobs"], width) for r in mb], device=self.device)
+            keep = torch.tensor([_pad(r["keep"], width) for r in mb], device=self.device)
             adv = torch.tensor([[r["advantage"]] for r in mb], device=self.device, dtype=logp.dtype)
+            mask = batch.response_mask * keep
             terms = self.loss_fn(
-                logp, old, adv, batch.response_mask, clip_low=a.clip_low, clip_high=a.clip_high,
+                logp, old, adv, mask, clip_low=a.clip_low, clip_high=a.clip_high,
                 dual_clip=a.dual_clip, log_ratio_clamp=a.log_ratio_clamp,
             )
+            s["masked_tokens"] += float(batch.response_mask.sum() - mask.sum())
             loss = terms.loss_sum / max(total_tokens, 1)
             self.manual_backward(loss)
             loss_value += float(loss.detach())
@@ -148,7 +152,8 @@ class EMPO2Module(L.LightningModule):
         s["loss_sum"] += loss_value
         s["grad_norm_sum"] += grad_norm
         s["steps"] += 1
-        s["response_tokens"] += total_tokens
+        s["response_tokens"] += sum(len(r["response_ids"]) for r in rows)
+        s["counted_tokens"] += total_tokens
         s["update_s"] += time.perf_counter() - t0
 
     def _clip_and_norm(self) -> float:
@@ -162,7 +167,7 @@ class EMPO2Module(L.LightningModule):
         """The iteration's update statistics (called at the end of the epoch)."""
         s = self._stats
         steps = max(s["steps"], 1)
-        tokens = max(s["response_tokens"], 1)
+        tokens = max(s["counted_tokens"], 1)
         return {
             "train/loss": s["loss_sum"] / steps,
             "train/grad_norm": s["grad_norm_sum"] / steps,
@@ -171,6 +176,7 @@ class EMPO2Module(L.LightningModule):
             "train/ratio_mean": s["ratio_sum"] / tokens,
             "train/ratio_max": s["ratio_max"],
             "train/optimizer_steps": s["steps"],
+            "train/masked_token_frac": s["masked_tokens"] / max(s["response_tokens"], 1),
             "train/trained_tokens_per_s": s["real_tokens"] / max(s["update_s"], 1e-9),
             "train/padding_share": 1.0 - s["real_tokens"] / max(s["padded_tokens"], 1),
             "time/update_s": time.perf_counter() - self._epoch_start,

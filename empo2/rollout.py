@@ -58,6 +58,7 @@ def run_episodes(
     tips_for: Optional[TipSource] = None,
     progress: bool = False,
     desc: str = "rollout",
+    tips_scope: str = "all",
 ) -> RolloutStats:
     """Play `episodes[i]` in `envs[i]` until done or the turn cap; fills the episodes in place."""
     if len(envs) < len(episodes):
@@ -76,8 +77,10 @@ def run_episodes(
             stats.env_errors += 1
             bar.update(1)
             continue
-        ep.conversation = Conversation(instruction=env.turn_instruction())
+        ep.conversation = Conversation(instruction=env.turn_instruction(), tips_scope=tips_scope)
         ep.conversation.add_user(env.first_message(obs, info))
+        ep.task = str(info.get("task") or ep.instance)
+        ep.observations = [obs]
         active.append(i)
 
     while active:
@@ -116,7 +119,7 @@ def run_episodes(
                 prompt_ids=rend.ids, response_ids=gen.token_ids, engine_logprobs=gen.logprobs,
                 response_text=gen.text, action=action, observation=result.observation,
                 reward=float(result.reward), info=result.info, tips=list(ep_tips),
-                dropped_turns=rend.dropped_turns,
+                dropped_turns=rend.dropped_turns, n_messages=len(ep.conversation.messages), retrieved=len(ep_tips),
             ))
             ep.conversation.add_assistant(action)
             if result.done:
@@ -127,6 +130,7 @@ def run_episodes(
                 bar.update(1)
             else:
                 ep.conversation.add_user(result.observation)
+                ep.observations.append(result.observation)
                 still.append(i)
         active = still
     bar.close()

@@ -102,7 +102,7 @@ def tiny_overrides(model_dir: str, out_dir: Path, name: str = "t", **extra) -> l
         "rollout.tasks_per_iteration": 2, "rollout.group_size": 4, "rollout.max_new_tokens": 8,
         "rollout.max_prompt_tokens": 1024, "optim.lr": 1e-3, "optim.mini_batch_size": 8,
         "optim.micro_batch_size": 4, "logging.progress_bar": False, "trainer.max_epochs": 2,
-        "trainer.enable_model_summary": False, "trainer.deterministic": True,
+        "trainer.enable_model_summary": False, "trainer.deterministic": True, "memory.tip_max_tokens": 16,
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]

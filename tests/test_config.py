@@ -82,7 +82,7 @@ def test_every_field_is_documented():
 
 def test_readme_reference_matches_schema():
     readme = (ROOT / "README.md").read_text()
-    assert reference_markdown() in readme, "regenerate with: python -m empo2.config"
+    assert reference_markdown() in readme, "regenerate with: python -m empo2.config --update-readme"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "conf").glob("*.yaml")))

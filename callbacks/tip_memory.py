@@ -1,0 +1,180 @@
+"""TipMemory: the agent writes a tip after every training episode; memory modes retrieve them.
+
+Why a callback: tip writing is a side phase of every iteration (in every mode, EMPO2.md §2 step 3)
+with its own state on disk (the LanceDB memory in `<run_dir>/memory`), its own cost, and its own
+checkpoint state (the memory table version). Keeping it here leaves the datamodule ignorant of
+memory: it only asks callbacks for tips (`retrieve_tips`) and lets them see finished rollouts.
+
+Multi-rank: every rank generates the tips of its own episodes; the entries (as texts) are gathered
+to rank 0, which embeds and writes them once; the other ranks reload the table before the next
+rollout, so all ranks retrieve from the same memory. A checkpoint records the table version, and
+resuming restores exactly that version.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from empo2 import distributed as D
+from empo2.config import Config
+from empo2.conversation import Conversation, Message
+from empo2.embedder import shared_embedder
+from empo2.engines import SamplingParams
+from empo2.episode import Episode
+from empo2.memory import MemoryStore, entry_content, memory_dir
+
+TIP_REQUEST = (
+    "The episode is over. Write one sentence (under 100 words) for your future self about this attempt: "
+    "what you learned about the task and where things are, and how close you came to completing it."
+)
+
+
+def clean_tip(text: str) -> str:
+    """One line of plain text; empty when the model produced nothing usable."""
+    text = re.sub(r"\s+", " ", text.replace("<tip>", "").replace("</tip>", "")).strip()
+    return text if re.search(r"[A-Za-z]", text) else ""
+
+
+def tip_conversation(ep: Episode) -> Conversation:
+    """The episode as a chat (no tips), its final observation, and the request for a tip."""
+    msgs = [Message(m.role, m.content) for m in ep.conversation.messages]
+    final = ep.steps[-1].observation if ep.steps else ""
+    msgs.append(Message("user", f"{final}\n\n{TIP_REQUEST}".strip()))
+    return Conversation(msgs)
+
+
+class TipMemory(L.Callback):
+    def __init__(self, cfg: Config, run_dir: str | Path) -> None:
+        self.cfg = cfg
+        self.folder = memory_dir(run_dir)
+        self.store: MemoryStore | None = None
+        self._restore_to: int | None = None
+        self.stats: dict[str, float] = {}
+        self._reset_stats()
+
+    # ------------------------------------------------------------------ lifecycle and state
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        m = self.cfg.memory
+        if D.rank() == 0:
+            self.store = MemoryStore(self.folder, m.threshold, m.top_k, m.capacity)
+        D.barrier()
+        if D.rank() != 0:
+            self.store = MemoryStore(self.folder, m.threshold, m.top_k, m.capacity)
+        self.embedder = shared_embedder("cpu", m.embed_batch_size)
+        if self._restore_to is not None:
+            self._restore(self._restore_to)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"memory_version": self.store.version if self.store else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        version = state.get("memory_version")
+        if version is None:
+            return
+        if self.store is None:
+            self._restore_to = version
+        else:
+            self._restore(version)
+
+    def _restore(self, version: int) -> None:
+        assert self.store is not None
+        if D.rank() == 0:
+            self.store.restore(version)
+        self._restore_to = None
+        # other ranks reload in on_rollout_start, after rank 0 has restored
+
+    def _reset_stats(self) -> None:
+        self.stats = {"retrieval_s": 0.0, "write_s": 0.0, "tip_generation_s": 0.0, "tips": 0.0,
+                      "empty_tips": 0.0, "entries_written": 0.0, "retrieved": 0.0, "retrieval_calls": 0.0}
+
+    # ------------------------------------------------------------------ keys
+    def key_text(self, ep: Episode, step: int) -> str:
+        """The text embedded for step `step` of `ep` (its memory key or retrieval query)."""
+        if self.cfg.memory.key == "history":
+            n = ep.steps[step].n_messages if step < len(ep.steps) else len(ep.conversation.messages)
+            return "\n".join(m.content for m in ep.conversation.messages[:n])
+        return f"{ep.task}\n{ep.observations[step]}"
+
+    # ------------------------------------------------------------------ hooks used by the datamodule
+    def on_rollout_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset_stats()
+        if D.world_size() > 1:
+            D.barrier()
+            if D.rank() != 0:
+                assert self.store is not None
+                self.store.refresh()
+
+    def retrieve_tips(self, episodes: list[Episode]) -> list[list[str]]:
+        """Tips for the current step of each episode (memory-mode episodes only)."""
+        t0 = time.perf_counter()
+        out: list[list[str]] = [[] for _ in episodes]
+        idx = [i for i, ep in enumerate(episodes) if ep.uses_memory]
+        if idx and self.store is not None:
+            texts = [self.key_text(episodes[i], len(episodes[i].steps)) for i in idx]
+            keys = self.embedder.encode(texts)
+            found = self.store.retrieve([episodes[i].instance for i in idx], keys)
+            for i, tips in zip(idx, found):
+                out[i] = [t.content for t in tips]
+                self.stats["retrieved"] += len(tips)
+            self.stats["retrieval_calls"] += len(idx)
+        self.stats["retrieval_s"] += time.perf_counter() - t0
+        return out
+
+    def on_rollout_end(self, trainer: L.Trainer, pl_module: L.LightningModule, episodes: list[Episode]) -> None:
+        t0 = time.perf_counter()
+        played = [ep for ep in episodes if ep.steps]
+        tips = self.generate_tips(trainer, pl_module, played)
+        t1 = time.perf_counter()
+        slots, texts, contents, scores = [], [], [], []
+        for ep, tip in zip(played, tips):
+            if not tip:
+                self.stats["empty_tips"] += 1
+                continue
+            for i, step in enumerate(ep.steps):
+                slots.append(ep.instance)
+                texts.append(self.key_text(ep, i))
+                contents.append(entry_content(tip, step.action, ep.extrinsic_return))
+                scores.append(ep.extrinsic_return)
+        self.stats["tips"] += sum(bool(t) for t in tips)
+        gathered = D.gather_objects((slots, texts, contents, scores))
+        if D.rank() == 0:
+            assert self.store is not None
+            all_slots = [s for g in gathered for s in g[0]]
+            all_texts = [t for g in gathered for t in g[1]]
+            all_contents = [c for g in gathered for c in g[2]]
+            all_scores = [x for g in gathered for x in g[3]]
+            keys = self.embedder.encode(all_texts)
+            self.stats["entries_written"] += self.store.write(all_slots, keys, all_contents, all_scores)
+        self.stats["tip_generation_s"] += t1 - t0
+        self.stats["write_s"] += time.perf_counter() - t1
+
+    def generate_tips(self, trainer: L.Trainer, pl_module: Any, episodes: list[Episode]) -> list[str]:
+        """One tip per episode with the current policy, in one batched engine call."""
+        if not episodes:
+            return []
+        engine = trainer.datamodule.engine
+        budget = self.cfg.rollout.max_prompt_tokens
+        prompts = [tip_conversation(ep).render(pl_module.tokenizer, budget, with_tips=False).ids for ep in episodes]
+        m = self.cfg.memory
+        gens = engine.generate(prompts, SamplingParams(max_new_tokens=m.tip_max_tokens, temperature=m.tip_temperature, stop=[]))
+        return [clean_tip(g.text) for g in gens]
+
+    def rollout_metrics(self) -> dict[str, float]:
+        s = self.stats
+        sizes = self.store.counts() if self.store is not None else {}
+        return {
+            "memory/entries": float(sum(sizes.values())),
+            "memory/slots": float(len(sizes)),
+            "memory/entries_written": s["entries_written"],
+            "memory/tips": s["tips"],
+            "memory/empty_tips": s["empty_tips"],
+            "memory/tips_per_retrieval": s["retrieved"] / max(s["retrieval_calls"], 1),
+            "time/retrieval_s": s["retrieval_s"],
+            "time/memory_write_s": s["write_s"],
+            "time/tip_generation_s": s["tip_generation_s"],
+        }

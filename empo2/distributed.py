@@ -1,0 +1,38 @@
+"""The few collective operations the memory path needs, as no-ops in a single process.
+
+Why objects, not tensors: what ranks exchange here are texts (tips, states) and small records;
+`all_gather_object` keeps that simple, and the volume (a few hundred short strings an iteration)
+makes its pickling cost irrelevant next to generation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.distributed as dist
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank gets every rank's object, in rank order."""
+    if not active():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()

@@ -1,0 +1,127 @@
+"""The tip memory (EMPO2.md §4): what the agent wrote about its own episodes, per slot.
+
+Why these rules: retrieval must surface *useful* tips for the current state, so entries are keyed by
+the state they were written for, filtered by similarity (cos > 0.5), and ranked by the score of the
+episode that wrote them, best first (ties: oldest first), at most 10. A slot (task + variation)
+never sees another slot's tips. Identical content is stored once; each slot holds at most 1000
+entries, oldest dropped first.
+
+    python -m empo2.memory RUN_DIR                 # slots and their entry counts
+    python -m empo2.memory RUN_DIR --slot find/3   # the best tips of one slot
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from empo2.slot_table import SlotTable
+
+TABLE = "memory"
+
+
+@dataclass
+class Tip:
+    content: str
+    score: float
+    similarity: float
+    step: int
+
+
+def entry_content(tip: str, action: str, episode_return: float) -> str:
+    """EMPO2.md §4: one entry per step, T + the step's action + the episode's final score."""
+    return f"{tip}; the action at that step was {action}; the episode ended with score {episode_return:.1f}/100"
+
+
+def rank(sims: np.ndarray, scores: np.ndarray, steps: np.ndarray, threshold: float, top_k: int) -> list[int]:
+    """Indices kept by the retrieval rule: sim > threshold, by score descending, ties oldest first."""
+    keep = np.flatnonzero(sims > threshold)
+    order = sorted(keep.tolist(), key=lambda i: (-scores[i], steps[i]))
+    return order[:top_k]
+
+
+class MemoryStore:
+    def __init__(self, folder: str | Path, threshold: float = 0.5, top_k: int = 10, capacity: int = 1000) -> None:
+        self.table = SlotTable(folder, TABLE)
+        self.threshold, self.top_k, self.capacity = threshold, top_k, capacity
+
+    @property
+    def version(self) -> int:
+        return self.table.version
+
+    def restore(self, version: int) -> None:
+        self.table.restore(version)
+
+    def refresh(self) -> None:
+        self.table.refresh()
+
+    def retrieve(self, slots: list[str], keys: np.ndarray) -> list[list[Tip]]:
+        """Tips for each (slot, query key) pair."""
+        out: list[list[Tip]] = []
+        for slot, key in zip(slots, keys):
+            r = self.table.rows(slot)
+            if not len(r):
+                out.append([])
+                continue
+            sims = r.keys @ key
+            idx = rank(sims, r.scores, r.steps, self.threshold, self.top_k)
+            out.append([Tip(r.contents[i], float(r.scores[i]), float(sims[i]), int(r.steps[i])) for i in idx])
+        return out
+
+    def write(self, slots: list[str], keys: np.ndarray, contents: list[str], scores: list[float]) -> int:
+        """Store entries, skipping content already in the slot (or earlier in this call); FIFO per
+        slot. Returns the number of entries stored."""
+        seen = {slot: set(self.table.rows(slot).contents) for slot in set(slots)}
+        keep = []
+        for i, (slot, content) in enumerate(zip(slots, contents)):
+            if content not in seen[slot]:
+                seen[slot].add(content)
+                keep.append(i)
+        self.table.add([slots[i] for i in keep], keys[keep], [contents[i] for i in keep], [scores[i] for i in keep])
+        self.table.drop_oldest(self.capacity)
+        return len(keep)
+
+    def counts(self) -> dict[str, int]:
+        return self.table.counts()
+
+    def best(self, slot: str, k: int = 10) -> list[Tip]:
+        """The slot's entries by score (what retrieval would favour), regardless of similarity."""
+        r = self.table.rows(slot)
+        idx = rank(np.ones(len(r)), r.scores, r.steps, 0.0, k)
+        return [Tip(r.contents[i], float(r.scores[i]), 1.0, int(r.steps[i])) for i in idx]
+
+
+def memory_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "memory"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m empo2.memory", description="Inspect a run's tip memory.")
+    ap.add_argument("run_dir")
+    ap.add_argument("--slot", help="show this slot's best tips")
+    ap.add_argument("--top", type=int, default=10)
+    args = ap.parse_args(argv)
+    folder = memory_dir(args.run_dir)
+    if not (folder / f"{TABLE}.lance").is_dir():
+        print(f"no memory in {args.run_dir} (expected {folder}/{TABLE}.lance)")
+        return 1
+    store = MemoryStore(folder)
+    counts = store.counts()
+    if args.slot is None:
+        print(f"{sum(counts.values())} entries in {len(counts)} slots (table version {store.version})")
+        for slot, n in counts.items():
+            print(f"  {slot:40s} {n:6d}")
+        return 0
+    if args.slot not in counts:
+        print(f"unknown slot {args.slot!r}; slots: {', '.join(counts) or 'none'}")
+        return 1
+    for tip in store.best(args.slot, args.top):
+        print(f"[{tip.score:7.1f}] #{tip.step}: {tip.content}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
