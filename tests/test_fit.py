@@ -51,10 +51,13 @@ def test_fit_writes_metrics_checkpoint_trajectories(warm_model, tmp_path):
         fit(load_config(None, tiny_overrides(warm_model, tmp_path, name="run")))
 
 
+MEMORY_MODES = {"mode.p": 1.0, "mode.q": 0.5, "mode.granularity": "group", "env.train_instances": "[find/0,find/1]"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("lora", [True, False])
-def test_resume_is_exact(warm_model, tmp_path, lora):
-    over = {"model.lora.enabled": lora, "trainer.max_epochs": 4}
+@pytest.mark.parametrize("lora, extra", [(True, {}), (False, {}), (True, MEMORY_MODES)], ids=["lora", "full", "memory"])
+def test_resume_is_exact(warm_model, tmp_path, lora, extra):
+    over = {"model.lora.enabled": lora, "trainer.max_epochs": 4, **extra}
     fit(load_config(None, tiny_overrides(warm_model, tmp_path, name="straight", **over)))
     over2 = dict(over, **{"trainer.max_epochs": 2})
     fit(load_config(None, tiny_overrides(warm_model, tmp_path, name="resumed", **over2)))
@@ -65,6 +68,10 @@ def test_resume_is_exact(warm_model, tmp_path, lora):
     assert stable(straight) == stable(resumed)
     # The learning signal was not trivially zero (the comparison could otherwise not fail).
     assert any(float(r["train/grad_norm"]) > 0 for r in straight)
+    if extra:  # memory modes ran, retrieved tips, and the novelty bonus was paid
+        assert any(float(r["mode/off_policy"]) > 0 for r in straight)
+        assert any(float(r["memory/tips_per_retrieval"]) > 0 for r in straight[2:])
+        assert any(float(r["rollout/intrinsic_return"]) > 0 for r in straight)
     for k in range(4):
         a = (tmp_path / "straight" / "trajectories" / f"iter_{k:05d}.jsonl").read_text()
         b = (tmp_path / "resumed" / "trajectories" / f"iter_{k:05d}.jsonl").read_text()
