@@ -132,6 +132,7 @@ class TipMemory(L.Callback):
         t1 = time.perf_counter()
         slots, texts, contents, scores = [], [], [], []
         for ep, tip in zip(played, tips):
+            ep.tip = tip
             if not tip:
                 self.stats["empty_tips"] += 1
                 continue

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from empo2 import distributed as D
 from empo2.advantage import ADVANTAGES
 from empo2.config import Config
 from empo2.engines import ENGINES, RolloutEngine, SamplingParams, resolve_kind
@@ -55,12 +56,17 @@ class RolloutDataModule(L.LightningDataModule):
         self.sampler = np.random.default_rng(cfg.seed)
         self.episodes: list[Episode] = []
         self.iteration_metrics: dict[str, float] = {}
+        self.groups_per_rank = cfg.rollout.tasks_per_iteration
 
     # ------------------------------------------------------------------ lifecycle
     def setup(self, stage: str) -> None:
         if self.envs:
             return
-        n = self.cfg.rollout.tasks_per_iteration * self.cfg.rollout.group_size
+        b, world = self.cfg.rollout.tasks_per_iteration, self.trainer.world_size if self.trainer else 1
+        if b % world:
+            raise ValueError(f"rollout.tasks_per_iteration: {b} groups cannot be shared evenly by {world} ranks")
+        self.groups_per_rank = b // world
+        n = self.groups_per_rank * self.cfg.rollout.group_size
         self.envs = [self.env_cls(**self.cfg.env.options) for _ in range(n)]
         self.train_instances = list(self.cfg.env.train_instances or self.envs[0].instances("train"))
         if not self.train_instances:
@@ -90,11 +96,18 @@ class RolloutDataModule(L.LightningDataModule):
         return self.engine
 
     # ------------------------------------------------------------------ one iteration's data
+    def _my_share(self, items: list) -> list:
+        """This rank's slice of a list drawn identically on every rank (groups are never split)."""
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        k = self.groups_per_rank
+        return items[rank * k:(rank + 1) * k]
+
     def sample_instances(self) -> list[str]:
+        """The iteration's B instances (the sampler runs in lock-step on all ranks), this rank's share."""
         b = self.cfg.rollout.tasks_per_iteration
         pool = self.train_instances
         picks = self.sampler.choice(len(pool), size=b, replace=b > len(pool))
-        return [pool[i] for i in picks]
+        return self._my_share([pool[i] for i in picks])
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
@@ -115,7 +128,7 @@ class RolloutDataModule(L.LightningDataModule):
         engine = self._engine(module)
         engine.sync_weights()
         instances = self.sample_instances()
-        modes = self.sample_modes(len(instances))
+        modes = self._my_share(self.sample_modes(self.cfg.rollout.tasks_per_iteration))
         n = self.cfg.rollout.group_size
         episodes = [
             Episode(uid=f"{iteration}-{rank}-{b * n + k}", instance=inst, group=f"{iteration}-{rank}-{b}", mode=mode)
@@ -148,9 +161,10 @@ class RolloutDataModule(L.LightningDataModule):
         self.episodes = episodes
         self.next_iteration = iteration + 1
         self.iteration_metrics = self._metrics(episodes, rows, stats, rollout_s=t1 - t0, hooks_s=t2 - t1, logprob_s=t4 - t3)
-        if not rows:  # every episode failed before acting: skip this update, keep the run going
+        batches = self._batches(len(rows), seed)
+        if not batches:  # every episode on every rank failed before acting: skip this update
             return self._placeholder()
-        return DataLoader(rows, batch_sampler=self._batches(len(rows), seed), collate_fn=keep_rows)
+        return DataLoader(rows, batch_sampler=batches, collate_fn=keep_rows)
 
     @staticmethod
     def _placeholder() -> DataLoader:
@@ -230,12 +244,17 @@ class RolloutDataModule(L.LightningDataModule):
             row["keep"] = keep
 
     def _batches(self, n_rows: int, seed: int) -> list[list[int]]:
+        """Shuffled mini-batches. `optim.mini_batch_size` counts rows over all ranks: every rank cuts
+        its rows into the same number of optimizer steps, ceil(global rows / mini-batch size), so
+        ranks stay in step (a rank may contribute an empty share to a step)."""
         o = self.cfg.optim
+        total = sum(D.gather_objects(n_rows))
+        steps = -(-total // o.mini_batch_size)
         gen = torch.Generator().manual_seed(seed)
         batches: list[list[int]] = []
         for _ in range(o.ppo_epochs):
-            order = torch.randperm(n_rows, generator=gen).tolist()
-            batches += [order[i:i + o.mini_batch_size] for i in range(0, n_rows, o.mini_batch_size)]
+            order = torch.randperm(n_rows, generator=gen)
+            batches += [chunk.tolist() for chunk in torch.tensor_split(order, steps)] if steps else []
         return batches
 
     def _call_hooks(self, hook: str, *args: Any) -> None:

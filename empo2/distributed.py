@@ -33,6 +33,18 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def all_reduce_sum_(tensors: list[Any]) -> None:
+    """Sum tensors over ranks in place (one flat buffer, one collective)."""
+    if not active() or not tensors:
+        return
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    flat = _flatten_dense_tensors(tensors)
+    dist.all_reduce(flat)
+    for t, reduced in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
+        t.copy_(reduced)
+
+
 def barrier() -> None:
     if active():
         dist.barrier()

@@ -69,6 +69,8 @@ class Episode:
     error: str | None = None
     """Environment error that ended the episode, if any."""
     advantage: float = 0.0
+    tip: str = ""
+    """The tip the policy wrote about this episode (empty if none was usable)."""
 
     @property
     def extrinsic_return(self) -> float:
@@ -95,7 +97,7 @@ class Episode:
         return {
             "uid": self.uid, "instance": self.instance, "group": self.group, "mode": self.mode, "task": self.task,
             "return": self.extrinsic_return, "intrinsic_return": self.intrinsic_return,
-            "advantage": self.advantage, "success": self.success, "truncated": self.truncated,
+            "advantage": self.advantage, "success": self.success, "truncated": self.truncated, "tip": self.tip,
             "error": self.error, "first_observation": (
                 self.conversation.messages[0].content if self.conversation.messages else ""
             ),

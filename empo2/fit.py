@@ -31,8 +31,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def launcher_rank() -> int:
+    """Rank of this process as set by a launcher (Lightning's, torchrun, SLURM); 0 when alone."""
+    import os
+
+    for var in ("RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return int(os.environ.get("NODE_RANK", 0)) * 1000 + int(os.environ.get("LOCAL_RANK", 0))
+
+
 def prepare_run_dir(cfg: Config) -> Path:
     run_dir = cfg.run_dir
+    if launcher_rank() != 0:  # rank 0 owns the run directory's files
+        return run_dir
     ckpts = run_dir / "checkpoints"
     if cfg.ckpt_path is None and ckpts.is_dir() and any(ckpts.glob("*.ckpt")):
         raise ConfigError(

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import lightning as L
 import torch
 
+from empo2 import distributed as D
 from empo2.config import Config
 from empo2.loss import LOSSES
 from empo2.models import load_causal_lm, load_tokenizer
@@ -113,13 +114,17 @@ class EMPO2Module(L.LightningModule):
 
     def training_step(self, rows: list[dict[str, Any]], batch_idx: int) -> None:
         assert self.policy is not None
-        if not rows:
-            return
+        self._disable_ddp_gradient_hooks()
         opt = self.optimizers()
         a = self.cfg.algo
         t0 = time.perf_counter()
-        # token-mean over the tokens that count: response tokens not removed by low-prob masking
-        total_tokens = sum(sum(r["keep"]) for r in rows)
+        # Token-mean over the tokens that count (response tokens not removed by low-prob masking),
+        # counted over all ranks: the update equals one over the union of the ranks' rows.
+        counted = torch.tensor([float(sum(sum(r["keep"]) for r in rows))], device=self.device)
+        D.all_reduce_sum_([counted])
+        total_tokens = float(counted)
+        if total_tokens == 0:  # nothing to learn from anywhere: no step (weight decay included)
+            return
         lengths = [len(r["train_prompt_ids"]) + len(r["response_ids"]) for r in rows]
         s = self._stats
         loss_value = 0.0
@@ -146,6 +151,7 @@ class EMPO2Module(L.LightningModule):
             s["ratio_max"] = max(s["ratio_max"], float(terms.ratio_max))
             s["real_tokens"] += batch.real_tokens
             s["padded_tokens"] += batch.padded_tokens
+        self._sum_gradients_over_ranks()
         grad_norm = self._clip_and_norm()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -155,6 +161,32 @@ class EMPO2Module(L.LightningModule):
         s["response_tokens"] += sum(len(r["response_ids"]) for r in rows)
         s["counted_tokens"] += total_tokens
         s["update_s"] += time.perf_counter() - t0
+
+    def _disable_ddp_gradient_hooks(self) -> None:
+        """Gradients are summed over ranks by `_sum_gradients_over_ranks`, once per optimizer step
+        after all micro-batches. DDP's reducer would all-reduce at every `manual_backward` instead,
+        which deadlocks when ranks have different micro-batch counts. Lightning re-arms it after
+        every step (its forward redirection sets `require_backward_grad_sync` back to True), so
+        this runs at the start of every training step."""
+        ddp = getattr(self.trainer.strategy, "model", None)
+        if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
+            ddp.require_backward_grad_sync = False
+
+    def _sum_gradients_over_ranks(self) -> None:
+        if not D.active():
+            return
+        params = self.trainable_parameters()
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        D.all_reduce_sum_([p.grad for p in params])
+
+    def _rank_weight_gap(self) -> float:
+        """Largest difference between ranks of a few fingerprints of the trainable weights."""
+        flat = torch.cat([p.detach().flatten().double() for p in self.trainable_parameters()]).cpu()
+        ramp = torch.linspace(0.5, 1.5, flat.numel(), dtype=torch.float64)
+        prints = D.gather_objects([float(flat.sum()), float((flat * flat).sum()), float((flat * ramp).sum())])
+        return max(abs(a - b) for other in prints for a, b in zip(prints[0], other))
 
     def _clip_and_norm(self) -> float:
         params = [p for p in self.trainable_parameters() if p.grad is not None]
@@ -187,6 +219,11 @@ class EMPO2Module(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         metrics.update(getattr(dm, "iteration_metrics", {}))
         metrics.update(self.update_metrics())
+        if D.active():
+            gap = self._rank_weight_gap()
+            if gap != 0.0:
+                raise RuntimeError(f"ranks hold different weights after iteration {self.current_epoch} (gap {gap})")
+            metrics["train/rank_weight_gap"] = gap
         self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=self.trainer.world_size > 1)
 
 
