@@ -83,3 +83,16 @@ def test_missing_checkpoint_and_model_are_clear_errors(tmp_path):
         fit(load_config(None, [f"out_dir={tmp_path}", "ckpt_path=last"]))
     with pytest.raises(FileNotFoundError, match="no config.json"):
         fit(load_config(None, [f"out_dir={tmp_path}", f"model.name_or_path={tmp_path}"]))
+
+
+@pytest.mark.slow
+def test_p_zero_is_exactly_grpo(warm_model, tmp_path):
+    # With p = 0 tips are still written (every mode writes) but never read: the updates must be
+    # exactly those of a trainer without any memory.
+    common = {"mode.p": 0.0, "intrinsic.kind": "none", "trainer.max_epochs": 2}
+    fit(load_config(None, tiny_overrides(warm_model, tmp_path, name="p0", **common)))
+    fit(load_config(None, tiny_overrides(warm_model, tmp_path, name="grpo", **common, **{"memory.enabled": False})))
+    with_memory, without = read_metrics(tmp_path / "p0"), read_metrics(tmp_path / "grpo")
+    keys = [k for k in without[0] if k.startswith(("rollout/return", "rollout/success", "train/")) and "_per_s" not in k]
+    assert [{k: r[k] for k in keys} for r in with_memory] == [{k: r[k] for k in keys} for r in without]
+    assert float(with_memory[-1]["memory/entries"]) > 0 and float(with_memory[-1]["mode/on_policy"]) == 1.0
