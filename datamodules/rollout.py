@@ -35,6 +35,10 @@ from empo2.episode import Episode
 from empo2.rollout import RolloutStats, run_episodes
 
 
+GAP_PROBE_ROWS = 16
+"""Rows trained on another prompt than they were sampled with, re-scored for the gap metric."""
+
+
 def keep_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Collate: rows stay python lists; the module pads per micro-batch."""
     return rows
@@ -223,8 +227,14 @@ class RolloutDataModule(L.LightningDataModule):
         (one batched pass over the distinct (prompt, response) pairs)."""
         wanted: dict[tuple, int] = {}
         pairs: list[tuple[list[int], list[int]]] = []
+        # The engine/trainer gap is measured on the prompt the engine sampled with; rows trained on
+        # another prompt (off-policy) add a few rollout-prompt passes just for that diagnostic.
+        probes = [r for r in rows if r["old_prompt_ids"] is not r["prompt_ids"]][:GAP_PROBE_ROWS]
+        for row in probes:
+            row["gap_probe"] = True
         for row in rows:
             keys = [row["old_prompt_ids"]] + ([row["tipfree_prompt_ids"]] if row["masked"] else [])
+            keys += [row["prompt_ids"]] if row.get("gap_probe") else []
             for prompt in keys:
                 k = (tuple(prompt), tuple(row["response_ids"]))
                 if k not in wanted:
@@ -235,6 +245,10 @@ class RolloutDataModule(L.LightningDataModule):
         for row in rows:
             resp = tuple(row["response_ids"])
             row["old_logprobs"] = logps[wanted[(tuple(row["old_prompt_ids"]), resp)]]
+            row["rollout_prompt_logprobs"] = (
+                row["old_logprobs"] if row["old_prompt_ids"] is row["prompt_ids"]
+                else logps[wanted[(tuple(row["prompt_ids"]), resp)]] if row.get("gap_probe") else None
+            )
             keep = [1.0] * len(resp)
             if row["masked"]:
                 tipfree = logps[wanted[(tuple(row["tipfree_prompt_ids"]), resp)]]
@@ -266,8 +280,8 @@ class RolloutDataModule(L.LightningDataModule):
     def _metrics(self, episodes, rows, stats: RolloutStats, rollout_s: float, hooks_s: float, logprob_s: float) -> dict[str, float]:
         n = max(len(episodes), 1)
         # engine vs trainer on the same prompt (rows whose old prompt is the rollout prompt)
-        gaps = [abs(e - o) for row in rows if row["old_prompt_ids"] is row["prompt_ids"]
-                for e, o in zip(row["engine_logprobs"], row["old_logprobs"])]
+        gaps = [abs(e - o) for row in rows if row["rollout_prompt_logprobs"] is not None
+                for e, o in zip(row["engine_logprobs"], row["rollout_prompt_logprobs"])]
         extra: dict[str, float] = {}
         for cb in self.trainer.callbacks:
             fn = getattr(cb, "rollout_metrics", None)

@@ -99,6 +99,8 @@ def test_mask_token_level_and_old_logprob_choices(tokenizer):
         n = len(row["response_ids"])
         assert row["old_logprobs"] == [-0.5, -6.0, -4.0][:n]
         assert row["keep"] == [1.0, 0.0, 1.0][:n]
+        # the engine/trainer gap is still measured on the prompt the engine sampled with (tips)
+        assert row["rollout_prompt_logprobs"] == [-1.0, -2.0, -3.0][:n]
     for row in _rows(tokenizer, "off_policy", "offpolicy.old_logprob=with_tips"):
         n = len(row["response_ids"])
         assert row["old_logprobs"] == [-1.0, -2.0, -3.0][:n]  # π_old(a | s, tips)
