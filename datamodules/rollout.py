@@ -32,6 +32,7 @@ from empo2.config import Config
 from empo2.engines import ENGINES, RolloutEngine, SamplingParams, resolve_kind
 from empo2.envs import TextEnv, env_class
 from empo2.episode import Episode
+from empo2.module import update_prompts
 from empo2.rollout import RolloutStats, run_episodes
 
 
@@ -197,9 +198,8 @@ class RolloutDataModule(L.LightningDataModule):
     def build_rows(self, episodes: list[Episode], tokenizer) -> list[dict[str, Any]]:
         """One training row per step; every row of an episode carries the episode's advantage.
 
-        Prompts per mode (EMPO2.md §6.3): `train_prompt_ids` is where log π_θ is taken (tips removed
-        for off-policy rows), `old_prompt_ids` where log π_old is taken (`offpolicy.old_logprob`),
-        and `tipfree_prompt_ids` where the low-probability mask is decided (§6.4)."""
+        Which prompt each log-prob is taken on is the module's `update_prompts` (EMPO2.md §6.3);
+        `tipfree_prompt_ids` is where the low-probability mask is decided (§6.4)."""
         budget = self.cfg.rollout.max_prompt_tokens
         rows = []
         for ep in episodes:
@@ -207,18 +207,12 @@ class RolloutDataModule(L.LightningDataModule):
                 if not s.response_ids:
                     continue
                 tipfree = ep.prompt_at(i, tokenizer, budget, with_tips=False) if ep.uses_memory else s.prompt_ids
-                if ep.mode == "off_policy":
-                    train = tipfree
-                    old = tipfree if self.cfg.offpolicy.old_logprob == "without_tips" else s.prompt_ids
-                else:
-                    train = old = s.prompt_ids
-                m = self.cfg.mask
-                masked = m.level != "none" and (m.apply_to == "all" or ep.mode == "off_policy")
+                use = update_prompts(self.cfg, ep.mode, s.prompt_ids, tipfree)
                 rows.append({
-                    "prompt_ids": s.prompt_ids, "train_prompt_ids": train, "old_prompt_ids": old,
+                    "prompt_ids": s.prompt_ids, "train_prompt_ids": use.train, "old_prompt_ids": use.old,
                     "tipfree_prompt_ids": tipfree, "response_ids": s.response_ids,
                     "engine_logprobs": s.engine_logprobs, "advantage": ep.advantage, "episode": ep.uid,
-                    "mode": ep.mode, "masked": masked,
+                    "mode": ep.mode, "masked": use.masked,
                 })
         return rows
 

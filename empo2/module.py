@@ -17,6 +17,7 @@ import math
 import time
 from collections import defaultdict
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import lightning as L
@@ -27,6 +28,32 @@ from empo2.config import Config
 from empo2.loss import LOSSES
 from empo2.models import load_causal_lm, load_tokenizer
 from empo2.token_batch import micro_batches, pack, response_logprobs
+
+
+@dataclass(frozen=True)
+class UpdatePrompts:
+    train: list[int]
+    """Prompt on which log π_θ is taken (the update's input)."""
+    old: list[int]
+    """Prompt on which log π_old is taken."""
+    masked: bool
+    """Low-probability masking (EMPO2.md §6.4) applies to this row."""
+
+
+def update_prompts(cfg: Config, mode: str, rollout_prompt: list[int], tipfree_prompt: list[int]) -> UpdatePrompts:
+    """The three EMPO² update modes (EMPO2.md §6.3), one branch each.
+
+    `rollout_prompt` is the prompt the action was sampled with (tips included in memory modes);
+    `tipfree_prompt` is the same conversation re-rendered without any tips."""
+    masked_everywhere = cfg.mask.level != "none" and cfg.mask.apply_to == "all"
+    if mode == "on_policy":  # no tips anywhere: plain GRPO
+        return UpdatePrompts(rollout_prompt, rollout_prompt, masked_everywhere)
+    if mode == "on_policy_memory":  # train exactly the tip-conditioned prompt that was sampled
+        return UpdatePrompts(rollout_prompt, rollout_prompt, masked_everywhere)
+    if mode == "off_policy":  # distil: train the tip-free prompt on actions sampled with tips
+        old = tipfree_prompt if cfg.offpolicy.old_logprob == "without_tips" else rollout_prompt
+        return UpdatePrompts(tipfree_prompt, old, cfg.mask.level != "none")
+    raise ValueError(f"unknown EMPO² mode {mode!r}")
 
 
 class EMPO2Module(L.LightningModule):
