@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 
@@ -29,50 +28,23 @@ from empo2.episode import Episode
 from empo2.memory import memory_dir
 from empo2.novelty import NoveltyTable
 
+from callbacks.versioned_store import VersionedStoreCallback
 
-class IntrinsicReward(L.Callback):
+
+class IntrinsicReward(VersionedStoreCallback):
+    state_name = "novelty_version"
+
     def __init__(self, cfg: Config, run_dir: str | Path) -> None:
+        super().__init__()
         self.cfg = cfg
         self.folder = memory_dir(run_dir)
-        self.table: NoveltyTable | None = None
-        self._restore_to: int | None = None
         self.elapsed = 0.0
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def open_store(self) -> NoveltyTable | None:
         if self.cfg.intrinsic.kind != "novelty":
-            return
-        if D.rank() == 0:
-            self.table = NoveltyTable(self.folder, self.cfg.intrinsic.threshold)
-        D.barrier()
-        if D.rank() != 0:
-            self.table = NoveltyTable(self.folder, self.cfg.intrinsic.threshold)
+            return None
         self.embedder = shared_embedder("cpu", self.cfg.memory.embed_batch_size)
-        if self._restore_to is not None:
-            self._restore(self._restore_to)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"novelty_version": self.table.version if self.table else None}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        version = state.get("novelty_version")
-        if version is None:
-            return
-        if self.table is None:
-            self._restore_to = version
-        else:
-            self._restore(version)
-
-    def _restore(self, version: int) -> None:
-        assert self.table is not None
-        if D.rank() == 0:
-            self.table.restore(version)
-        self._restore_to = None
-
-    def on_rollout_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.table is not None and D.world_size() > 1:
-            D.barrier()
-            if D.rank() != 0:
-                self.table.table.refresh()
+        return NoveltyTable(self.folder, self.cfg.intrinsic.threshold)
 
     def on_rollout_end(self, trainer: L.Trainer, pl_module: L.LightningModule, episodes: list[Episode]) -> None:
         t0 = time.perf_counter()
@@ -83,12 +55,12 @@ class IntrinsicReward(L.Callback):
                 for step in ep.steps:
                     step.intrinsic = coef / (step.retrieved + 1) if ep.uses_memory else 0.0
         elif kind == "novelty":
-            assert self.table is not None
+            assert self.store is not None
             mine = [(ep.instance, step.observation) for ep in episodes for step in ep.steps]
             gathered = D.gather_objects(mine)
             everything = [item for part in gathered for item in part]
             keys = self.embedder.encode([obs for _, obs in everything])
-            counts = self.table.count([slot for slot, _ in everything], keys, write=D.rank() == 0)
+            counts = self.store.count([slot for slot, _ in everything], keys, write=D.rank() == 0)
             offset = sum(len(part) for part in gathered[: D.rank()])
             it = iter(counts[offset: offset + len(mine)])
             for ep in episodes:
@@ -98,6 +70,6 @@ class IntrinsicReward(L.Callback):
 
     def rollout_metrics(self) -> dict[str, float]:
         out = {"time/intrinsic_s": self.elapsed}
-        if self.table is not None:
-            out["memory/novelty_states"] = float(sum(self.table.counts().values()))
+        if self.store is not None:
+            out["memory/novelty_states"] = float(sum(self.store.counts().values()))
         return out

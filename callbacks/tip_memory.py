@@ -28,6 +28,8 @@ from empo2.engines import SamplingParams
 from empo2.episode import Episode
 from empo2.memory import MemoryStore, entry_content, memory_dir
 
+from callbacks.versioned_store import VersionedStoreCallback
+
 TIP_REQUEST = (
     "The episode is over. Write one sentence (under 100 words) for your future self about this attempt: "
     "what you learned about the task and where things are, and how close you came to completing it."
@@ -48,45 +50,20 @@ def tip_conversation(ep: Episode) -> Conversation:
     return Conversation(msgs)
 
 
-class TipMemory(L.Callback):
+class TipMemory(VersionedStoreCallback):
+    state_name = "memory_version"
+
     def __init__(self, cfg: Config, run_dir: str | Path) -> None:
+        super().__init__()
         self.cfg = cfg
         self.folder = memory_dir(run_dir)
-        self.store: MemoryStore | None = None
-        self._restore_to: int | None = None
         self.stats: dict[str, float] = {}
         self._reset_stats()
 
-    # ------------------------------------------------------------------ lifecycle and state
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def open_store(self) -> MemoryStore:
         m = self.cfg.memory
-        if D.rank() == 0:
-            self.store = MemoryStore(self.folder, m.threshold, m.top_k, m.capacity)
-        D.barrier()
-        if D.rank() != 0:
-            self.store = MemoryStore(self.folder, m.threshold, m.top_k, m.capacity)
         self.embedder = shared_embedder("cpu", m.embed_batch_size)
-        if self._restore_to is not None:
-            self._restore(self._restore_to)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"memory_version": self.store.version if self.store else None}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        version = state.get("memory_version")
-        if version is None:
-            return
-        if self.store is None:
-            self._restore_to = version
-        else:
-            self._restore(version)
-
-    def _restore(self, version: int) -> None:
-        assert self.store is not None
-        if D.rank() == 0:
-            self.store.restore(version)
-        self._restore_to = None
-        # other ranks reload in on_rollout_start, after rank 0 has restored
+        return MemoryStore(self.folder, m.threshold, m.top_k, m.capacity)
 
     def _reset_stats(self) -> None:
         self.stats = {"retrieval_s": 0.0, "write_s": 0.0, "tip_generation_s": 0.0, "tips": 0.0,
@@ -103,11 +80,7 @@ class TipMemory(L.Callback):
     # ------------------------------------------------------------------ hooks used by the datamodule
     def on_rollout_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset_stats()
-        if D.world_size() > 1:
-            D.barrier()
-            if D.rank() != 0:
-                assert self.store is not None
-                self.store.refresh()
+        super().on_rollout_start(trainer, pl_module)
 
     def retrieve_tips(self, episodes: list[Episode]) -> list[list[str]]:
         """Tips for the current step of each episode (memory-mode episodes only)."""

@@ -27,6 +27,9 @@ class NoveltyTable:
     def restore(self, version: int) -> None:
         self.table.restore(version)
 
+    def refresh(self) -> None:
+        self.table.refresh()
+
     def count(self, slots: list[str], keys: np.ndarray, write: bool = True) -> list[int]:
         """n_t = 1 + #stored states of the slot with cosine > threshold, for each state in order;
         states with n_t = 1 are stored (and count for the states after them)."""

@@ -62,25 +62,29 @@ def keyroom_sft_examples(tokenizer, env_options: dict, instances: list[str], n: 
     return examples
 
 
-def warm_start(model_dir: str, tokenizer, env_options: dict, instances: list[str], steps: int = 150) -> None:
-    """Supervised warm start in place (full fine-tuning of the tiny model)."""
+def supervised(model_dir: str, tokenizer, data, steps: int, batch: int = 16, lr: float = 3e-3) -> None:
+    """Fine-tune the tiny model in place on (prompt ids, response ids) pairs (full fine-tuning)."""
     from transformers import AutoModelForCausalLM
 
     from empo2.token_batch import pack, response_logprobs
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    data = keyroom_sft_examples(tokenizer, env_options, instances, n=256)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
     rng = random.Random(1)
     for _ in range(steps):
-        batch = rng.sample(data, 16)
-        tb = pack([p for p, _ in batch], [r for _, r in batch], tokenizer.pad_token_id)
+        chosen = rng.sample(data, batch)
+        tb = pack([p for p, _ in chosen], [r for _, r in chosen], tokenizer.pad_token_id)
         loss = -(response_logprobs(model, tb).sum() / tb.response_mask.sum())
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.save_pretrained(model_dir)
+
+
+def warm_start(model_dir: str, tokenizer, env_options: dict, instances: list[str], steps: int = 150) -> None:
+    """Supervised warm start in place: a uniformly random agent over valid KeyRoom actions."""
+    supervised(model_dir, tokenizer, keyroom_sft_examples(tokenizer, env_options, instances, n=256), steps)
 
 
 KEYROOM_OPTIONS = {"num_rooms": 3, "objects_per_room": 2, "max_turns": 4, "num_train": 8, "num_test": 4}

@@ -30,7 +30,7 @@ from empo2.memory import MemoryStore, entry_content, memory_dir
 from empo2.models import build_tiny
 from empo2.token_batch import pack, response_logprobs
 
-from conftest import tiny_overrides
+from conftest import supervised, tiny_overrides
 
 COLORS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple", "pink", "brown", "gray", "gold"]
 SECRET = "open gold box"
@@ -85,17 +85,7 @@ def warm_box_model(folder, tokenizer) -> None:
             tips = [SEED_TIP] + rng.sample(noise, rng.randint(0, 3))
             p, a = prompt_ids(tokenizer, tips), SECRET if rng.random() < 0.5 else rng.choice(others)
         data.append((p, action_ids(tokenizer, a)))
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(250):
-        batch = rng.sample(data, 32)
-        tb = pack([p for p, _ in batch], [r for _, r in batch], tokenizer.pad_token_id)
-        loss = -(response_logprobs(model, tb).sum() / tb.response_mask.sum())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.save_pretrained(folder)
+    supervised(str(folder), tokenizer, data, steps=250, batch=32)
 
 
 @torch.no_grad()
