@@ -2,5 +2,6 @@
 
 from empo2.envs.base import ENVS, StepResult, TextEnv, env_class
 from empo2.envs.keyroom import KeyRoomEnv
+from empo2.envs.sciworld import ScienceWorldEnv
 
-__all__ = ["ENVS", "KeyRoomEnv", "StepResult", "TextEnv", "env_class"]
+__all__ = ["ENVS", "KeyRoomEnv", "ScienceWorldEnv", "StepResult", "TextEnv", "env_class"]

@@ -1,0 +1,178 @@
+"""ScienceWorld adapter: long-lived heap-capped JVMs, a lean step, and action mapping on demand.
+
+Why lean: the stock `env.step()` rebuilds the list of valid actions on every call (~37 of its
+~46 ms). Here a step sends the text straight to the simulator and reads score and completion; only
+when the simulator does not understand the text is the valid-action list fetched, the text mapped
+to the valid action with the highest word-set Jaccard similarity (as the paper does), and that
+action sent instead. `info["raw_valid"]` records whether the model's own text was understood.
+
+Why long-lived JVMs: starting one costs 0.7–2 s and ~340 MB (heap capped with -Xmx256m); loading a
+task into a running one costs ~35 ms. Each environment object keeps its JVM for its lifetime and
+`load()`s per episode; `close()` ends it. A JVM that dies mid-episode raises from `step` (the
+rollout marks that episode truncated) and is replaced at the next `reset`.
+
+Scores follow the simulator: reward = score change since the previous step, the first step
+measured from the score right after reset (some tasks award a few points at the start, as the stock
+step does); a wrong `focus on` sets the score to −100 and ends the episode. The per-task turn cap (30; 60 for chemistry-mix; 120 for
+measure-melting-point-known-substance) is the wrapper's, since the simulator counts ticks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+from empo2.envs.base import ENVS, StepResult, TextEnv
+from empo2.envs.keyroom import jaccard
+
+PAPER_TASKS = (
+    "chemistry-mix", "chemistry-mix-paint-secondary-color", "chemistry-mix-paint-tertiary-color",
+    "find-animal", "find-living-thing", "find-non-living-thing", "find-plant", "identify-life-stages-1",
+    "identify-life-stages-2", "lifespan-longest-lived", "lifespan-longest-lived-then-shortest-lived",
+    "lifespan-shortest-lived", "measure-melting-point-known-substance", "power-component",
+    "power-component-renewable-vs-nonrenewable-energy", "test-conductivity",
+    "test-conductivity-of-unknown-substances", "use-thermometer",
+)
+TURN_CAPS = {"chemistry-mix": 60, "measure-melting-point-known-substance": 120}
+UNKNOWN_ACTION = "No known action matches that input."
+AMBIGUOUS = "Ambiguous request"
+
+
+def simplification_for(task: str, preset: str) -> str:
+    """`easy` without noElectricalAction on electrical tasks (the simulator rejects it there)."""
+    if preset != "easy":
+        return preset
+    parts = ["teleportAction", "openDoors", "selfWateringFlowerPots"]
+    if not ("power-component" in task or "conductivity" in task):
+        parts.append("noElectricalAction")
+    return ",".join(parts)
+
+
+@ENVS.register("sciworld")
+class ScienceWorldEnv(TextEnv):
+    name: ClassVar[str] = "sciworld"
+    default_max_turns: ClassVar[int] = 30
+
+    def __init__(
+        self,
+        tasks: list[str] | tuple[str, ...] = ("find-non-living-thing",),
+        simplification: str = "easy",
+        train_variations: int = 5,
+        test_variations: int = 20,
+        heap: str = "256m",
+        turn_caps: dict[str, int] | None = None,
+    ) -> None:
+        self.tasks = list(tasks)
+        self.simplification = simplification
+        self.train_variations, self.test_variations = train_variations, test_variations
+        self.heap = heap
+        self.turn_caps = {**TURN_CAPS, **(turn_caps or {})}
+        self._env: Any = None
+        self._task = ""
+        self._score = 0
+        self._done = True
+
+    # ------------------------------------------------------------------ the JVM
+    def _jvm(self):
+        if self._env is None:
+            from scienceworld import ScienceWorldEnv as StockEnv
+
+            flag = f"-Xmx{self.heap} -XX:+UseSerialGC"
+            before = os.environ.get("JAVA_TOOL_OPTIONS")
+            os.environ["JAVA_TOOL_OPTIONS"] = flag
+            try:
+                self._env = StockEnv("", envStepLimit=10**9)
+            finally:
+                if before is None:
+                    os.environ.pop("JAVA_TOOL_OPTIONS", None)
+                else:
+                    os.environ["JAVA_TOOL_OPTIONS"] = before
+            names = set(self._env.get_task_names())
+            unknown = [t for t in self.tasks if t not in names]
+            if unknown:
+                self.close()
+                raise ValueError(f"env.options.tasks: unknown ScienceWorld task(s) {unknown}")
+        return self._env
+
+    def close(self) -> None:
+        if self._env is not None:
+            try:
+                self._env.close()
+            except Exception:  # noqa: BLE001 - a dead JVM cannot be closed politely
+                pass
+            self._env = None
+        self._done = True
+
+    # ------------------------------------------------------------------ instances
+    def instances(self, split: str) -> list[str]:
+        if split not in ("train", "test"):
+            raise ValueError(f"unknown split {split!r}; use train or test")
+        env = self._jvm()
+        out = []
+        for task in self.tasks:
+            env.load(task, 0, simplification_for(task, self.simplification))
+            if split == "train":
+                variations = list(env.get_variations_train())[: self.train_variations]
+            else:
+                variations = list(env.get_variations_test())[: self.test_variations]
+            out += [f"{task}/{v}" for v in variations]
+        return out
+
+    def max_turns(self, instance: str) -> int:
+        return self.turn_caps.get(self.task_of(instance), self.default_max_turns)
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, instance: str) -> tuple[str, dict[str, Any]]:
+        task, _, var = instance.rpartition("/")
+        if task not in self.tasks or not var.isdigit():
+            raise ValueError(f"unknown ScienceWorld instance {instance!r}; tasks: {self.tasks}")
+        env = self._jvm()
+        env.load(task, int(var), simplification_for(task, self.simplification))
+        env.server.reset()
+        obs = env.server.step("look around")
+        # Some tasks score points at the start: rewards are changes from this baseline.
+        self._task, self._score, self._done = task, int(round(100 * env.server.getScore())), False
+        description = env.server.getTaskDescription()
+        return obs, {"task": description, "inventory": env.server.freeActionInventory()}
+
+    def valid_actions(self) -> list[str]:
+        return list(self._jvm().server.getValidActionObjectCombinations())
+
+    def step(self, action: str) -> StepResult:
+        if self._done:
+            raise RuntimeError("step() after the episode ended; call reset()")
+        env = self._env
+        try:
+            text = action.strip()
+            obs = env.server.step(text) if text else UNKNOWN_ACTION
+            raw_valid = not obs.startswith(UNKNOWN_ACTION)
+            mapped = text
+            if not raw_valid:
+                valid = self.valid_actions()
+                mapped = max(valid, key=lambda v: jaccard(text, v)) if valid else ""
+                obs = env.server.step(mapped) if mapped and jaccard(text, mapped) > 0 else obs
+            if obs.startswith(AMBIGUOUS):  # the simulator asks which object was meant: take the first
+                obs = env.server.step("0")
+            score = int(round(100 * env.server.getScore()))
+            done = bool(env.server.getCompleted()) or score < 0
+        except Exception as err:  # the JVM died or the bridge broke: replace it at the next reset
+            self._env = None
+            self._done = True
+            raise RuntimeError(f"ScienceWorld JVM failed: {type(err).__name__}: {err}") from err
+        reward = float(score - self._score)
+        self._score = score
+        self._done = done
+        info: dict[str, Any] = {"raw_valid": raw_valid, "action": mapped, "score": score}
+        if done:
+            info["success"] = score >= 100
+        return StepResult(obs, reward, done, info)
+
+    # ------------------------------------------------------------------ prompting
+    def first_message(self, observation: str, info: dict[str, Any]) -> str:
+        return (
+            f"{observation}\n\nYour task: {info['task']}\n"
+            "Actions you can use include: open X, go to X, teleport to X, look around, look at X, "
+            "focus on X, move X to Y, connect X to Y, pour X in Y, mix X, pick up X, wait. "
+            "In a new room, use look around first.\n"
+            f"Your inventory: {info['inventory'].strip()}"
+        )
