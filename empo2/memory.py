@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from empo2.slot_table import SlotTable
+from empo2.slot_table import SlotStore, SlotTable
 
 TABLE = "memory"
 
@@ -43,20 +43,10 @@ def rank(sims: np.ndarray, scores: np.ndarray, steps: np.ndarray, threshold: flo
     return order[:top_k]
 
 
-class MemoryStore:
+class MemoryStore(SlotStore):
     def __init__(self, folder: str | Path, threshold: float = 0.5, top_k: int = 10, capacity: int = 1000) -> None:
         self.table = SlotTable(folder, TABLE)
         self.threshold, self.top_k, self.capacity = threshold, top_k, capacity
-
-    @property
-    def version(self) -> int:
-        return self.table.version
-
-    def restore(self, version: int) -> None:
-        self.table.restore(version)
-
-    def refresh(self) -> None:
-        self.table.refresh()
 
     def retrieve(self, slots: list[str], keys: np.ndarray) -> list[list[Tip]]:
         """Tips for each (slot, query key) pair."""
@@ -83,9 +73,6 @@ class MemoryStore:
         self.table.add([slots[i] for i in keep], keys[keep], [contents[i] for i in keep], [scores[i] for i in keep])
         self.table.drop_oldest(self.capacity)
         return len(keep)
-
-    def counts(self) -> dict[str, int]:
-        return self.table.counts()
 
     def best(self, slot: str, k: int = 10) -> list[Tip]:
         """The slot's entries by score (what retrieval would favour), regardless of similarity."""

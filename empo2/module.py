@@ -17,7 +17,7 @@ import math
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Sequence
 
 import lightning as L
@@ -259,6 +259,4 @@ def _pad(values: Sequence[float], width: int) -> list[float]:
 
 
 def _to(batch, device):
-    from dataclasses import fields, replace
-
     return replace(batch, **{f.name: getattr(batch, f.name).to(device) for f in fields(batch)})

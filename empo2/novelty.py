@@ -12,23 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from empo2.slot_table import SlotTable
+from empo2.slot_table import SlotStore, SlotTable
 
 
-class NoveltyTable:
+class NoveltyTable(SlotStore):
     def __init__(self, folder: str | Path, threshold: float = 0.9) -> None:
         self.table = SlotTable(folder, "novelty")
         self.threshold = threshold
-
-    @property
-    def version(self) -> int:
-        return self.table.version
-
-    def restore(self, version: int) -> None:
-        self.table.restore(version)
-
-    def refresh(self) -> None:
-        self.table.refresh()
 
     def count(self, slots: list[str], keys: np.ndarray, write: bool = True) -> list[int]:
         """n_t = 1 + #stored states of the slot with cosine > threshold, for each state in order;
@@ -52,5 +42,3 @@ class NoveltyTable:
             self.table.add(new_slots, keys_arr, [""] * len(new_slots), [0.0] * len(new_slots), persist=write)
         return counts
 
-    def counts(self) -> dict[str, int]:
-        return self.table.counts()

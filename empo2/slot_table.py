@@ -102,12 +102,15 @@ class SlotTable:
                 "content": contents, "score": [float(s) for s in scores], "step": steps,
             }))
         self.next_step += len(slots)
+        by_slot: dict[str, list[int]] = {}
         for i, slot in enumerate(slots):
+            by_slot.setdefault(slot, []).append(i)
+        for slot, idx in by_slot.items():  # one concatenation per slot, rows kept in step order
             r = self.slots.setdefault(slot, SlotRows())
-            r.keys = np.concatenate([r.keys, keys[i:i + 1]])
-            r.contents.append(contents[i])
-            r.scores = np.append(r.scores, scores[i])
-            r.steps = np.append(r.steps, steps[i])
+            r.keys = np.concatenate([r.keys, keys[idx]])
+            r.contents.extend(contents[i] for i in idx)
+            r.scores = np.append(r.scores, [scores[i] for i in idx])
+            r.steps = np.append(r.steps, [steps[i] for i in idx])
 
     def drop_oldest(self, capacity: int) -> int:
         """Keep the newest `capacity` rows of every slot (one delete for all slots); rows dropped."""
@@ -125,3 +128,23 @@ class SlotTable:
 
     def counts(self) -> dict[str, int]:
         return {slot: len(r) for slot, r in sorted(self.slots.items())}
+
+
+class SlotStore:
+    """Base of the stores built on one `SlotTable` (tip memory, novelty): the version a checkpoint
+    records, restoring it, reloading after another rank's writes, and per-slot counts."""
+
+    table: SlotTable
+
+    @property
+    def version(self) -> int:
+        return self.table.version
+
+    def restore(self, version: int) -> None:
+        self.table.restore(version)
+
+    def refresh(self) -> None:
+        self.table.refresh()
+
+    def counts(self) -> dict[str, int]:
+        return self.table.counts()
