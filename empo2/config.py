@@ -70,6 +70,9 @@ class EnvConfig:
     """Instance ids to evaluate on; default: the environment's test split."""
     max_turns: Optional[int] = None
     """Turn cap per episode; default: the environment's own (per task where it has one)."""
+    pool_size: int = 0
+    """Most environment objects (simulator processes, e.g. JVMs) per rank; 0: one per episode
+    played at once (B/ranks × N). A smaller pool starts waiting episodes as environments free up."""
 
 
 @dataclass
@@ -80,8 +83,6 @@ class RolloutConfig:
     """N: rollouts per instance (the GRPO group)."""
     temperature: float = 1.0
     """Sampling temperature for training rollouts."""
-    eval_temperature: float = 0.4
-    """Sampling temperature for evaluation."""
     max_new_tokens: int = 32
     """Max response tokens per step."""
     max_prompt_tokens: int = 4500
@@ -203,6 +204,20 @@ class LoggingConfig:
 
 
 @dataclass
+class EvalConfig:
+    split: str = "test"
+    """Instances evaluated: the environment's `test` (or `train`) split, or `env.test_instances`."""
+    episodes_per_instance: int = 4
+    """Episodes played per instance (EMPO2.md §8: 4 per test variation)."""
+    temperature: float = 0.4
+    """Sampling temperature for evaluation (no memory is used)."""
+    max_instances: Optional[int] = None
+    """Evaluate only the first this many instances of the split (all by default)."""
+    val_every: int = 0
+    """During fit, evaluate every this many iterations (0: never); tables go to `<run>/eval/`."""
+
+
+@dataclass
 class CheckpointConfig:
     every_n_iterations: int = 1
     """Save a checkpoint every this many iterations (always also `last.ckpt`)."""
@@ -244,6 +259,8 @@ class Config:
     """Intrinsic reward (EMPO2.md §5)."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     """Loggers and trajectory files."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation: `python -m empo2.evaluate` and the validation callback."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpointing."""
     trainer: dict[str, Any] = field(
@@ -268,16 +285,17 @@ _CHOICES = {
     "mask.level": ("token", "step", "none"),
     "mask.apply_to": ("off_policy", "all"),
     "intrinsic.kind": ("novelty", "retrieval_count", "none"),
+    "eval.split": ("test", "train"),
 }
 _POSITIVE = (
     "rollout.tasks_per_iteration", "rollout.group_size", "rollout.max_new_tokens",
     "rollout.max_prompt_tokens", "engine.max_batch_size", "optim.mini_batch_size",
     "optim.micro_batch_size", "optim.ppo_epochs", "optim.lr", "model.lora.r",
     "checkpoint.every_n_iterations", "algo.dual_clip", "memory.top_k", "memory.capacity",
-    "memory.tip_max_tokens", "memory.embed_batch_size",
+    "memory.tip_max_tokens", "memory.embed_batch_size", "eval.episodes_per_instance",
 )
 _NON_NEGATIVE = (
-    "rollout.temperature", "rollout.eval_temperature", "optim.weight_decay", "optim.grad_clip",
+    "rollout.temperature", "eval.temperature", "eval.val_every", "env.pool_size", "optim.weight_decay", "optim.grad_clip",
     "algo.clip_low", "algo.clip_high", "algo.adv_eps", "model.lora.dropout", "intrinsic.coef",
     "memory.tip_temperature",
 )
@@ -293,6 +311,26 @@ def _get(cfg: Config, dotted: str) -> Any:
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def _check_env_options(cfg: Config) -> None:
+    """`env.options` must bind to the environment's constructor (checked without building it)."""
+    from empo2.envs.base import env_class
+
+    try:
+        cls = env_class(cfg.env.name, cfg.env.cls)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    try:
+        inspect.signature(cls.__init__).bind(None, **cfg.env.options)
+    except TypeError as err:
+        raise ConfigError(f"env.options: {err} (for {cls.__name__})") from None
+    check = getattr(cls, "check_options", None)
+    if callable(check):
+        try:
+            check(**cfg.env.options)
+        except ValueError as err:
+            raise ConfigError(f"env.options: {err}") from None
 
 
 def check_values(cfg: Config) -> None:
@@ -322,6 +360,9 @@ def check_values(cfg: Config) -> None:
         raise ConfigError(f"env.max_turns: must be >= 1, got {cfg.env.max_turns}")
     if cfg.env.cls is not None and ":" not in cfg.env.cls:
         raise ConfigError(f"env.cls: expected 'package.module:ClassName', got {cfg.env.cls!r}")
+    _check_env_options(cfg)
+    if cfg.eval.max_instances is not None and cfg.eval.max_instances < 1:
+        raise ConfigError(f"eval.max_instances: must be >= 1, got {cfg.eval.max_instances}")
     bad = [name for name in cfg.logging.loggers if name not in _LOGGER_PACKAGES]
     if bad:
         raise ConfigError(f"logging.loggers: unknown logger(s) {bad}; use {', '.join(_LOGGER_PACKAGES)}")

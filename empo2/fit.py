@@ -8,6 +8,7 @@ file only wires the three empo2 pieces (module, datamodule, callbacks) and the r
     <out_dir>/<name>/checkpoints/     last.ckpt and periodic ones
     <out_dir>/<name>/logs/            CSV (and TensorBoard) metrics, one row per iteration
     <out_dir>/<name>/trajectories/    every training episode, one JSONL file per iteration
+    <out_dir>/<name>/eval/            evaluation tables (CSV, Markdown) and episodes
 
 A fresh run refuses a run directory that already holds checkpoints (pass `ckpt_path=last` to
 resume, or choose another `name`), so no run's data is overwritten by accident.
@@ -109,7 +110,7 @@ def build_trainer(
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from callbacks import IntrinsicReward, TipMemory, TrajectoryWriter
+    from callbacks import IntrinsicReward, PeriodicEvaluation, TipMemory, TrajectoryWriter
 
     callbacks: list[Any] = [
         ModelCheckpoint(
@@ -130,6 +131,8 @@ def build_trainer(
         callbacks.append(IntrinsicReward(cfg, run_dir))
     if cfg.logging.trajectories:
         callbacks.append(TrajectoryWriter(run_dir))
+    if cfg.eval.val_every > 0:
+        callbacks.append(PeriodicEvaluation(cfg, run_dir))
     callbacks += extra_callbacks or []
     kwargs = dict(cfg.trainer)
     kwargs.setdefault("log_every_n_steps", 1)
@@ -155,7 +158,10 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
     trainer = build_trainer(cfg, run_dir, extra_callbacks, resume_epoch=checkpoint_epoch(ckpt))
     module = EMPO2Module(cfg)
     datamodule = RolloutDataModule(cfg)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    finally:  # Lightning tears the datamodule down only after a successful fit: close the JVMs anyway
+        datamodule.teardown("fit")
     return trainer
 
 

@@ -67,7 +67,6 @@ class EMPO2Module(L.LightningModule):
         self.policy: torch.nn.Module | None = None
         self.loss_fn = LOSSES.get(cfg.algo.loss)
         self._stats: dict[str, float] = defaultdict(float)
-        self._epoch_start = 0.0
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -92,6 +91,31 @@ class EMPO2Module(L.LightningModule):
                 target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
             ))
         return model
+
+    @classmethod
+    def from_checkpoint(cls, cfg: Config, path: str | None) -> "EMPO2Module":
+        """The policy with a checkpoint's weights (the base model's when `path` is None), for
+        inference. A LoRA checkpoint holds the adapters only: every one of them must be there."""
+        module = cls(cfg)
+        module.configure_model()
+        if path is not None:
+            ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+            if "state_dict" not in ckpt:
+                raise ValueError(f"ckpt_path: {path} holds no state_dict (not a Lightning checkpoint)")
+            try:
+                result = module.load_state_dict(ckpt["state_dict"], strict=False)
+            except RuntimeError as err:  # shapes differ (another LoRA rank, another model)
+                raise ValueError(f"ckpt_path: {path} does not fit model.* of this config: {str(err)[:300]}") from None
+            wanted = {n for n, p in module.named_parameters() if p.requires_grad} if cfg.model.lora.enabled \
+                else set(module.state_dict())
+            missing = sorted(set(result.missing_keys) & wanted)
+            if result.unexpected_keys or missing:
+                raise ValueError(
+                    f"ckpt_path: {path} does not fit model.* of this config "
+                    f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})"
+                )
+        module.policy.eval()
+        return module
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         assert self.policy is not None
@@ -137,7 +161,6 @@ class EMPO2Module(L.LightningModule):
     # ------------------------------------------------------------------ update
     def on_train_epoch_start(self) -> None:
         self._stats = defaultdict(float)
-        self._epoch_start = time.perf_counter()
 
     def training_step(self, rows: list[dict[str, Any]], batch_idx: int) -> None:
         assert self.policy is not None
@@ -238,7 +261,7 @@ class EMPO2Module(L.LightningModule):
             "train/masked_token_frac": s["masked_tokens"] / max(s["response_tokens"], 1),
             "train/trained_tokens_per_s": s["real_tokens"] / max(s["update_s"], 1e-9),
             "train/padding_share": 1.0 - s["real_tokens"] / max(s["padded_tokens"], 1),
-            "time/update_s": time.perf_counter() - self._epoch_start,
+            "time/update_s": s["update_s"],
         }
 
     def on_train_epoch_end(self) -> None:

@@ -2,7 +2,9 @@
 
 Why lock-step batches: generation is the expensive part, and it is far cheaper per token in large
 batches. Each turn, every still-running episode contributes one prompt; the engine answers them
-all in one call; each environment then takes its step. Finished episodes drop out of the batch.
+all in one call; each environment then takes its step. Finished episodes drop out of the batch
+and free their environment for the next waiting episode (a pool smaller than the batch of
+episodes bounds the number of simulator processes, e.g. JVMs, without idling the engine).
 
 An environment that raises during `reset` or `step` ends only its own episode, marked truncated
 with the error kept, and the rollout goes on (the environment may replace its own process).
@@ -60,29 +62,45 @@ def run_episodes(
     desc: str = "rollout",
     tips_scope: str = "all",
 ) -> RolloutStats:
-    """Play `episodes[i]` in `envs[i]` until done or the turn cap; fills the episodes in place."""
-    if len(envs) < len(episodes):
-        raise ValueError(f"{len(episodes)} episodes need as many environments, got {len(envs)}")
+    """Play every episode to its end or turn cap; fills the episodes in place.
+
+    With fewer environments than episodes, each environment takes the next waiting episode as
+    soon as its current one ends, so the generation batch stays as full as the pool allows."""
+    if not envs:
+        raise ValueError("run_episodes needs at least one environment")
     stats = RolloutStats()
-    caps: list[int] = []
+    waiting = list(range(len(episodes)))[::-1]  # popped from the end: episodes start in order
+    slot_of: dict[int, int] = {}  # episode index -> environment index
+    caps: dict[int, int] = {}
+    free = list(range(len(envs)))[::-1]
     active: list[int] = []
     bar = tqdm(total=len(episodes), desc=desc, unit="ep", disable=not progress, leave=False)
-    for i, ep in enumerate(episodes):
-        env = envs[i]
-        caps.append(max_turns or env.max_turns(ep.instance))
-        try:
-            obs, info = env.reset(ep.instance)
-        except Exception as err:  # noqa: BLE001 - one broken env must not end the run
-            ep.truncated, ep.error = True, f"reset: {type(err).__name__}: {err}"
-            stats.env_errors += 1
-            bar.update(1)
-            continue
-        ep.conversation = Conversation(instruction=env.turn_instruction(), tips_scope=tips_scope)
-        ep.conversation.add_user(env.first_message(obs, info))
-        ep.task = str(info.get("task") or ep.instance)
-        ep.observations = [obs]
-        active.append(i)
 
+    def start_waiting() -> None:
+        while free and waiting:
+            i, slot = waiting.pop(), free.pop()
+            ep, env = episodes[i], envs[slot]
+            caps[i] = max_turns or env.max_turns(ep.instance)
+            try:
+                obs, info = env.reset(ep.instance)
+            except Exception as err:  # noqa: BLE001 - one broken env must not end the run
+                ep.truncated, ep.error = True, f"reset: {type(err).__name__}: {err}"
+                stats.env_errors += 1
+                bar.update(1)
+                free.append(slot)
+                continue
+            ep.conversation = Conversation(instruction=env.turn_instruction(), tips_scope=tips_scope)
+            ep.conversation.add_user(env.first_message(obs, info))
+            ep.task = str(info.get("task") or ep.instance)
+            ep.observations = [obs]
+            slot_of[i] = slot
+            active.append(i)
+
+    def finish(i: int) -> None:
+        free.append(slot_of.pop(i))
+        bar.update(1)
+
+    start_waiting()
     while active:
         batch = [episodes[i] for i in active]
         t0 = time.perf_counter()
@@ -106,12 +124,12 @@ def run_episodes(
             stats.prompts_too_long += int(rend.too_long)
             te = time.perf_counter()
             try:
-                result = envs[i].step(action)
+                result = envs[slot_of[i]].step(action)
             except Exception as err:  # noqa: BLE001
                 ep.truncated, ep.error = True, f"step: {type(err).__name__}: {err}"
                 stats.env_errors += 1
                 stats.env_s += time.perf_counter() - te
-                bar.update(1)
+                finish(i)
                 continue
             stats.env_s += time.perf_counter() - te
             stats.raw_valid_actions += int(bool(result.info.get("raw_valid", False)))
@@ -124,14 +142,15 @@ def run_episodes(
             ep.conversation.add_assistant(action)
             if result.done:
                 ep.success = bool(result.info.get("success", False))
-                bar.update(1)
+                finish(i)
             elif len(ep.steps) >= caps[i]:
                 ep.truncated = True
-                bar.update(1)
+                finish(i)
             else:
                 ep.conversation.add_user(result.observation)
                 ep.observations.append(result.observation)
                 still.append(i)
         active = still
+        start_waiting()
     bar.close()
     return stats

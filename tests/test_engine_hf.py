@@ -76,3 +76,12 @@ def test_stop_string_ends_the_response_after_the_matching_token(tokenizer):
             assert g.token_ids[-1] == newline and newline not in g.token_ids[:-1]
             assert all(t == word for t in g.token_ids[:-1])
     assert any(g.finish_reason == "stop" for g in gens)
+
+
+def test_single_character_stops_become_end_ids(engine, tokenizer):
+    ids = engine.stop_token_ids(["\n"])
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+    assert newline in ids and all("\n" in tokenizer.decode([i]) for i in ids)
+    assert len(ids) > 1  # tokens such as ".\n" or "\n\n" end an action too
+    assert not any("\n" in tokenizer.decode([i]) for i in set(range(0, 2000)) - ids)
+    assert engine.stop_token_ids(["</action>"]) is None  # may span tokens: the general check is used

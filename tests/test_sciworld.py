@@ -1,15 +1,25 @@
-"""ScienceWorld adapter on a real JVM (one shared by the module): gold paths, lean step, failures."""
+"""ScienceWorld adapter on a real JVM (one shared by the module): gold paths, lean step, failures,
+the prompt with its replayed worked examples, and JVMs that never outlive their owner."""
+
+import os
 
 import pytest
 
+from empo2.config import ConfigError, load_config
+from empo2.envs import sciworld_prompt as prompt
 from empo2.envs.sciworld import PAPER_TASKS, ScienceWorldEnv, simplification_for
 
 pytest.importorskip("scienceworld")
 
 
 @pytest.fixture(scope="module")
-def env():
-    e = ScienceWorldEnv(tasks=list(PAPER_TASKS))
+def examples_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("sciworld-examples")
+
+
+@pytest.fixture(scope="module")
+def env(examples_cache):
+    e = ScienceWorldEnv(tasks=list(PAPER_TASKS), examples_cache=str(examples_cache))
     yield e
     e.close()
 
@@ -90,3 +100,123 @@ def test_short_fit_on_real_scienceworld(tiny_model, tmp_path):
         row = next(csv.DictReader(fh))
     assert float(row["rollout/episode_length"]) > 0 and float(row["rollout/env_errors"]) == 0
     assert float(row["memory/entries"]) >= 0
+
+
+@pytest.mark.parametrize("description, targets", [
+    ("Your task is to find a(n) animal. First, focus on the thing. Then, move it to the red box in the kitchen.",
+     ["the thing"]),
+    ("Your task is to use chemistry to create green-blue paint. When you are part-way done, focus on the "
+     "intermediate (secondary color) paint you created.  When you are completely done, focus on the green paint.",
+     ["the intermediate (secondary color) paint you created", "the green paint"]),
+    ("Your task is to measure the melting point of lead, which is located around the kitchen. First, focus on "
+     "the thermometer. Next, focus on the lead. If the melting point of lead is above 50.0 degrees celsius, "
+     "focus on the red box. If the melting point of lead is below 50.0 degrees celsius, focus on the green box.",
+     ["the thermometer", "the lead", "the red box", "the green box"]),
+    ("Your task is to focus on the 4 life stages of the turtle, starting from earliest to latest.",
+     ["the 4 life stages of the turtle"]),
+    ("Focus on the animal with the longest life span. Then focus on the animal with the longest life span.",
+     ["the animal with the longest life span"]),
+    ("Your task is to boil water.", []),
+])
+def test_focus_targets_are_parsed_from_the_description(description, targets):
+    assert prompt.focus_targets(description) == targets
+    warning = prompt.focus_warning(description)
+    assert all(t in warning for t in targets) and "fail" in warning
+
+
+def test_example_variations_skip_the_played_one():
+    assert prompt.example_variations([0, 1, 2, 3], played=1, k=2) == [0, 2]
+    assert prompt.example_variations([0, 1, 2, 3], played=9, k=2) == [0, 1]
+    assert prompt.example_variations([5], played=5, k=2) == []
+
+
+def test_first_message_has_examples_task_warning_and_inventory(env, examples_cache, monkeypatch):
+    obs, info = env.reset("find-non-living-thing/1")
+    train = env.train_variations_of("find-non-living-thing")
+    used = prompt.example_variations(train, 1, 2)
+    assert 1 not in used and len(info["examples"]) == 2
+    cached = prompt.GoldExamples(examples_cache)._read("find-non-living-thing")
+    for v in used:  # each example is a replayed gold path that completes its own variation
+        example = cached[f"{v}|{simplification_for('find-non-living-thing', 'easy')}"]
+        assert example["score"] == 100 and example["steps"][-1][0].startswith("move")
+        assert example["task"] in "\n".join(info["examples"])
+    msg = env.first_message(obs, info)
+    for part in (obs.strip(), "Example 1.", "Example 2.", info["task"], "focus on", "the thing", "look around",
+                 "In your inventory"):
+        assert part in msg, part
+    assert msg.index("Example 2.") < msg.index("Your task:") < msg.index("In your inventory")
+    assert "explore" in env.turn_instruction()
+    # a second environment reads the cache: no gold path is replayed again
+    prompt.GoldExamples._memory.clear()
+    monkeypatch.setattr(prompt.GoldExamples, "replay", staticmethod(lambda *a: pytest.fail("replayed again")))
+    other = ScienceWorldEnv(tasks=["find-non-living-thing"], examples_cache=str(examples_cache), examples=1,
+                            example_obs_chars=40)
+    try:
+        _, info2 = other.reset("find-non-living-thing/0")
+        assert len(info2["examples"]) == 1 and " ..." in info2["examples"][0]  # observations clipped
+    finally:
+        other.close()
+
+
+def test_bad_options_fail_at_config_time():
+    with pytest.raises(ConfigError, match=r"^env.options: tasks: unknown ScienceWorld task"):
+        load_config(None, ["env.name=sciworld", "env.options={tasks: [find-unicorn]}"])
+    with pytest.raises(ConfigError, match=r"^env.options: .*heap_size"):
+        load_config(None, ["env.name=sciworld", "env.options={heap_size: 1g}"])
+
+
+def java_children() -> set[int]:
+    """PIDs of live java processes started by this test process."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if name == "java" and int(rest[1]) == os.getpid() and rest[0] != "Z":
+            out.add(int(entry))
+    return out
+
+
+def test_pool_ends_its_jvms_on_close_and_when_dropped(tmp_path):
+    import gc
+
+    from empo2.envs import EnvPool
+
+    before = java_children()
+    options = {"examples": 0, "examples_cache": str(tmp_path)}
+    pool = EnvPool(ScienceWorldEnv, options, max_size=2)
+    for e in pool.take(3):
+        e.reset("find-non-living-thing/0")
+    assert len(java_children() - before) == 2
+    pool.close()
+    assert java_children() == before
+    pool = EnvPool(ScienceWorldEnv, options)
+    pool.first().reset("find-non-living-thing/0")
+    assert len(java_children() - before) == 1
+    del pool  # nobody closed it: its finalizer does
+    gc.collect()
+    assert java_children() == before
+
+
+@pytest.mark.slow
+def test_a_failed_fit_leaves_no_jvm(tiny_model, tmp_path):
+    import lightning as L
+    from conftest import tiny_overrides
+
+    from empo2.fit import fit
+
+    class Explodes(L.Callback):
+        def on_rollout_end(self, trainer, pl_module, episodes):
+            raise RuntimeError("boom after the rollout")
+
+    before = java_children()
+    over = {"env.name": "sciworld", "env.options": "{tasks: [find-non-living-thing], examples: 0}",
+            "env.max_turns": 1, "rollout.tasks_per_iteration": 1, "rollout.group_size": 2, "mode.p": 0.0}
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(load_config(None, tiny_overrides(tiny_model, tmp_path, name="boom", **over)), extra_callbacks=[Explodes()])
+    assert java_children() == before

@@ -2,6 +2,7 @@
 
 from empo2.envs.base import ENVS, StepResult, TextEnv, env_class
 from empo2.envs.keyroom import KeyRoomEnv
+from empo2.envs.pool import EnvPool
 from empo2.envs.sciworld import ScienceWorldEnv
 
-__all__ = ["ENVS", "KeyRoomEnv", "ScienceWorldEnv", "StepResult", "TextEnv", "env_class"]
+__all__ = ["ENVS", "EnvPool", "KeyRoomEnv", "ScienceWorldEnv", "StepResult", "TextEnv", "env_class"]

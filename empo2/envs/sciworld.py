@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
+from empo2.envs import sciworld_prompt as prompt
 from empo2.envs.base import ENVS, StepResult, TextEnv
 from empo2.envs.keyroom import jaccard
 
@@ -61,12 +62,22 @@ class ScienceWorldEnv(TextEnv):
         test_variations: int = 20,
         heap: str = "256m",
         turn_caps: dict[str, int] | None = None,
+        examples: int = 2,
+        example_obs_chars: int = 0,
+        examples_cache: str | None = None,
     ) -> None:
+        """`examples`: worked examples in the first message (0 for none); `example_obs_chars`: cut
+        each example observation to this many characters (0: whole); `examples_cache`: folder of
+        the replayed transcripts (default `$EMPO2_CACHE/sciworld-examples`)."""
+        self.check_options(tasks=tasks, simplification=simplification, examples=examples)
         self.tasks = list(tasks)
         self.simplification = simplification
         self.train_variations, self.test_variations = train_variations, test_variations
         self.heap = heap
         self.turn_caps = {**TURN_CAPS, **(turn_caps or {})}
+        self.examples, self.example_obs_chars = examples, example_obs_chars
+        self._gold = prompt.GoldExamples(examples_cache)
+        self._train_variations: dict[str, list[int]] = {}
         self._env: Any = None
         self._task = ""
         self._score = 0
@@ -87,23 +98,47 @@ class ScienceWorldEnv(TextEnv):
                     os.environ.pop("JAVA_TOOL_OPTIONS", None)
                 else:
                     os.environ["JAVA_TOOL_OPTIONS"] = before
-            names = set(self._env.get_task_names())
-            unknown = [t for t in self.tasks if t not in names]
-            if unknown:
-                self.close()
-                raise ValueError(f"env.options.tasks: unknown ScienceWorld task(s) {unknown}")
         return self._env
 
+    @staticmethod
+    def check_options(tasks=("find-non-living-thing",), simplification: str = "easy", examples: int = 2, **_: Any) -> None:
+        """Checks that need no JVM (run by the config validation too)."""
+        from scienceworld.constants import TASKS
+
+        names = [t["task_name"] for t in TASKS]
+        if isinstance(tasks, str) or not tasks:
+            raise ValueError(f"tasks: a non-empty list of ScienceWorld task names, got {tasks!r}")
+        unknown = [t for t in tasks if t not in names]
+        if unknown:
+            raise ValueError(f"tasks: unknown ScienceWorld task(s) {unknown}; known: {', '.join(names)}")
+        if examples < 0:
+            raise ValueError(f"examples: must be >= 0, got {examples}")
+
     def close(self) -> None:
+        """Ask the JVM to exit, wait for it (2 s), kill it if it lingers; never leaves a process."""
         if self._env is not None:
+            proc = getattr(getattr(self._env, "_gateway", None), "java_process", None)
             try:
                 self._env.close()
             except Exception:  # noqa: BLE001 - a dead JVM cannot be closed politely
                 pass
             self._env = None
+            if proc is not None:
+                try:
+                    proc.wait(timeout=2)
+                except Exception:  # noqa: BLE001 - still running: end it
+                    proc.kill()
+                    proc.wait()
         self._done = True
 
     # ------------------------------------------------------------------ instances
+    def train_variations_of(self, task: str) -> list[int]:
+        if task not in self._train_variations:
+            env = self._jvm()
+            env.load(task, 0, simplification_for(task, self.simplification))
+            self._train_variations[task] = list(env.get_variations_train())
+        return self._train_variations[task]
+
     def instances(self, split: str) -> list[str]:
         if split not in ("train", "test"):
             raise ValueError(f"unknown split {split!r}; use train or test")
@@ -126,14 +161,26 @@ class ScienceWorldEnv(TextEnv):
         task, _, var = instance.rpartition("/")
         if task not in self.tasks or not var.isdigit():
             raise ValueError(f"unknown ScienceWorld instance {instance!r}; tasks: {self.tasks}")
+        try:
+            return self._start(task, int(var))
+        except Exception as err:  # the JVM died or the bridge broke: start a fresh one next time
+            self.close()
+            raise RuntimeError(f"ScienceWorld JVM failed during reset: {type(err).__name__}: {err}") from err
+
+    def _start(self, task: str, var: int) -> tuple[str, dict[str, Any]]:
         env = self._jvm()
-        env.load(task, int(var), simplification_for(task, self.simplification))
+        simplification = simplification_for(task, self.simplification)
+        examples = [
+            prompt.render_example(self._gold.get(env, task, v, simplification), k + 1, self.example_obs_chars)
+            for k, v in enumerate(prompt.example_variations(self.train_variations_of(task), var, self.examples))
+        ]
+        env.load(task, var, simplification)
         env.server.reset()
         obs = env.server.step("look around")
         # Some tasks score points at the start: rewards are changes from this baseline.
         self._task, self._score, self._done = task, int(round(100 * env.server.getScore())), False
         description = env.server.getTaskDescription()
-        return obs, {"task": description, "inventory": env.server.freeActionInventory()}
+        return obs, {"task": description, "inventory": env.server.freeActionInventory(), "examples": examples}
 
     def valid_actions(self) -> list[str]:
         return list(self._jvm().server.getValidActionObjectCombinations())
@@ -156,8 +203,7 @@ class ScienceWorldEnv(TextEnv):
             score = int(round(100 * env.server.getScore()))
             done = bool(env.server.getCompleted()) or score < 0
         except Exception as err:  # the JVM died or the bridge broke: replace it at the next reset
-            self._env = None
-            self._done = True
+            self.close()
             raise RuntimeError(f"ScienceWorld JVM failed: {type(err).__name__}: {err}") from err
         reward = float(score - self._score)
         self._score = score
@@ -169,10 +215,7 @@ class ScienceWorldEnv(TextEnv):
 
     # ------------------------------------------------------------------ prompting
     def first_message(self, observation: str, info: dict[str, Any]) -> str:
-        return (
-            f"{observation}\n\nYour task: {info['task']}\n"
-            "Actions you can use include: open X, go to X, teleport to X, look around, look at X, "
-            "focus on X, move X to Y, connect X to Y, pour X in Y, mix X, pick up X, wait. "
-            "In a new room, use look around first.\n"
-            f"Your inventory: {info['inventory'].strip()}"
-        )
+        return prompt.first_message(observation, info["task"], info["inventory"], info.get("examples", []))
+
+    def turn_instruction(self) -> str:
+        return prompt.TURN_INSTRUCTION

@@ -1,0 +1,68 @@
+"""run_episodes: lock-step play, a pool smaller than the batch, and broken environments."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import KEYROOM_OPTIONS
+from empo2.engines import HFEngine, SamplingParams
+from empo2.envs import KeyRoomEnv
+from empo2.episode import Episode
+from empo2.rollout import run_episodes
+
+
+class RecordingEnv(KeyRoomEnv):
+    """KeyRoom that logs every action under the instance it was last reset to, and refuses find/7."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.log: dict[str, list[str]] = {}
+        self.current = ""
+
+    def reset(self, instance):
+        if instance == "find/7":
+            raise OSError("simulator refused to start")
+        self.current = instance
+        self.log[instance] = []
+        return super().reset(instance)
+
+    def step(self, action):
+        self.log[self.current].append(action)
+        return super().step(action)
+
+
+@pytest.fixture(scope="module")
+def engine(warm_model, tokenizer):
+    return HFEngine(AutoModelForCausalLM.from_pretrained(warm_model), tokenizer)
+
+
+def play(engine, tokenizer, n_envs, instances, max_turns=3):
+    envs = [RecordingEnv(**KEYROOM_OPTIONS) for _ in range(n_envs)]
+    episodes = [Episode(uid=str(i), instance=inst, group=inst) for i, inst in enumerate(instances)]
+    torch.manual_seed(0)
+    stats = run_episodes(envs, episodes, engine, tokenizer, SamplingParams(8, 1.0, ["\n"]), 1024, max_turns=max_turns)
+    return envs, episodes, stats
+
+
+def test_smaller_pool_plays_every_episode_on_its_own_environment(engine, tokenizer):
+    instances = [f"find/{i}" for i in range(6)]
+    envs, episodes, stats = play(engine, tokenizer, 2, instances)
+    assert stats.env_errors == 0 and stats.turns == sum(len(ep.steps) for ep in episodes)
+    owner = {inst: env for env in envs for inst in env.log}
+    assert sorted(owner) == instances and all(len(env.log) >= 2 for env in envs)  # both reused
+    for ep in episodes:
+        assert 1 <= len(ep.steps) <= 3 and (ep.steps[-1].info.get("success") is not None or ep.truncated)
+        # the environment saw exactly this episode's actions: no two episodes shared it at once
+        assert owner[ep.instance].log[ep.instance] == [s.action for s in ep.steps]
+
+
+def test_a_refused_reset_frees_its_environment(engine, tokenizer):
+    envs, episodes, stats = play(engine, tokenizer, 1, ["find/7", "find/1", "find/2"])
+    assert episodes[0].truncated and "simulator refused" in episodes[0].error and not episodes[0].steps
+    assert stats.env_errors == 1 and all(ep.steps for ep in episodes[1:])
+    assert list(envs[0].log) == ["find/1", "find/2"]
+
+
+def test_no_environment_is_an_error(engine, tokenizer):
+    with pytest.raises(ValueError, match="at least one environment"):
+        run_episodes([], [Episode("0", "find/0", "g")], engine, tokenizer, SamplingParams(4, 1.0, []), 256)
