@@ -90,7 +90,8 @@ def first_message(observation: str, task: str, inventory: str, examples: list[st
 class GoldExamples:
     """Worked-example transcripts from replayed gold paths, cached on disk and in memory."""
 
-    _memory: dict[tuple[str, int, str], dict[str, Any]] = {}
+    _memory: dict[tuple[str, str, int, str], dict[str, Any]] = {}
+    """Per process: (cache folder, task, variation, simplification) -> transcript."""
 
     def __init__(self, cache_dir: str | Path | None = None) -> None:
         if cache_dir is None:
@@ -120,7 +121,7 @@ class GoldExamples:
 
     def get(self, jvm, task: str, variation: int, simplification: str) -> dict[str, Any]:
         """`{"task": description, "steps": [[action, observation], ...], "score": final score}`."""
-        key = (task, variation, simplification)
+        key = (str(self.cache_dir), task, variation, simplification)
         if key in self._memory:
             return self._memory[key]
         entries = self._read(task)
