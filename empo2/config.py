@@ -96,7 +96,22 @@ class EngineConfig:
     kind: str = "auto"
     """Rollout engine: `hf` (transformers generate), `vllm`, or `auto` (vllm when installed, else hf)."""
     max_batch_size: int = 64
-    """Most sequences generated in one call."""
+    """Most sequences generated at once (HF: per `generate` call; vLLM: `max_num_seqs`)."""
+    dtype: Optional[str] = None
+    """vLLM weight dtype; default `model.dtype` (on GPU, `bfloat16` serves an fp32-trained policy faster)."""
+    max_model_len: Optional[int] = None
+    """vLLM context length; default `rollout.max_prompt_tokens` + the longest generation (action or tip)."""
+    gpu_memory_utilization: float = 0.35
+    """vLLM on GPU: share of GPU memory for its weights and KV cache (the trainer shares the GPU)."""
+    tensor_parallel_size: int = 1
+    """vLLM on GPU: GPUs one engine spans (colocated, one engine per rank)."""
+    sleep_between_phases: bool = True
+    """vLLM on GPU: release the KV cache and offload weights during the update (sleep mode); no-op on CPU."""
+    cpu_kv_cache_gb: float = 2.0
+    """vLLM on CPU: memory for the KV cache (GB)."""
+    verify_tolerance: float = 0.02
+    """After each weight sync the engine's log-probs of a probe response must be within this (mean
+    |engine − trainer|) of the trainer's, else the run stops: a stale engine is an error."""
 
 
 @dataclass
@@ -286,6 +301,7 @@ _CHOICES = {
     "mask.apply_to": ("off_policy", "all"),
     "intrinsic.kind": ("novelty", "retrieval_count", "none"),
     "eval.split": ("test", "train"),
+    "engine.dtype": (None, "float32", "bfloat16", "float16"),
 }
 _POSITIVE = (
     "rollout.tasks_per_iteration", "rollout.group_size", "rollout.max_new_tokens",
@@ -293,6 +309,8 @@ _POSITIVE = (
     "optim.micro_batch_size", "optim.ppo_epochs", "optim.lr", "model.lora.r",
     "checkpoint.every_n_iterations", "algo.dual_clip", "memory.top_k", "memory.capacity",
     "memory.tip_max_tokens", "memory.embed_batch_size", "eval.episodes_per_instance",
+    "engine.gpu_memory_utilization", "engine.tensor_parallel_size", "engine.cpu_kv_cache_gb",
+    "engine.verify_tolerance",
 )
 _NON_NEGATIVE = (
     "rollout.temperature", "eval.temperature", "eval.val_every", "env.pool_size", "optim.weight_decay", "optim.grad_clip",
@@ -337,7 +355,7 @@ def check_values(cfg: Config) -> None:
     """Range and choice checks that a type alone cannot express."""
     for key, choices in _CHOICES.items():
         if _get(cfg, key) not in choices:
-            raise ConfigError(f"{key}: {_get(cfg, key)!r} is not one of {', '.join(choices)}")
+            raise ConfigError(f"{key}: {_get(cfg, key)!r} is not one of {', '.join(str(c) for c in choices)}")
     for key in _POSITIVE:
         if not _get(cfg, key) > 0:
             raise ConfigError(f"{key}: must be > 0, got {_get(cfg, key)!r}")
@@ -361,6 +379,11 @@ def check_values(cfg: Config) -> None:
     if cfg.env.cls is not None and ":" not in cfg.env.cls:
         raise ConfigError(f"env.cls: expected 'package.module:ClassName', got {cfg.env.cls!r}")
     _check_env_options(cfg)
+    if cfg.engine.max_model_len is not None and cfg.engine.max_model_len <= cfg.rollout.max_prompt_tokens:
+        raise ConfigError(
+            f"engine.max_model_len: {cfg.engine.max_model_len} leaves no room to generate after "
+            f"rollout.max_prompt_tokens={cfg.rollout.max_prompt_tokens}"
+        )
     if cfg.eval.max_instances is not None and cfg.eval.max_instances < 1:
         raise ConfigError(f"eval.max_instances: must be >= 1, got {cfg.eval.max_instances}")
     bad = [name for name in cfg.logging.loggers if name not in _LOGGER_PACKAGES]

@@ -17,7 +17,7 @@ import math
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import lightning as L
@@ -151,7 +151,7 @@ class EMPO2Module(L.LightningModule):
             for idx in micro_batches(lengths, self.cfg.optim.micro_batch_size):
                 batch = pack([prompts[i] for i in idx], [responses[i] for i in idx], self.pad_id)
                 with precision():
-                    logp = response_logprobs(self.policy, _to(batch, self.device), temperature).float().cpu()
+                    logp = response_logprobs(self.policy, batch.to(self.device), temperature).float().cpu()
                 for row, i in enumerate(idx):
                     out[i] = logp[row, : len(responses[i])].tolist()
         finally:
@@ -180,7 +180,7 @@ class EMPO2Module(L.LightningModule):
         loss_value = 0.0
         for idx in micro_batches(lengths, self.cfg.optim.micro_batch_size):
             mb = [rows[i] for i in idx]
-            batch = _to(pack([r["train_prompt_ids"] for r in mb], [r["response_ids"] for r in mb], self.pad_id), self.device)
+            batch = pack([r["train_prompt_ids"] for r in mb], [r["response_ids"] for r in mb], self.pad_id).to(self.device)
             logp = response_logprobs(self.policy, batch, self.cfg.rollout.temperature)
             width = logp.shape[1]
             old = torch.tensor([_pad(r["old_logprobs"], width) for r in mb], device=self.device)
@@ -279,7 +279,3 @@ class EMPO2Module(L.LightningModule):
 
 def _pad(values: Sequence[float], width: int) -> list[float]:
     return list(values[:width]) + [0.0] * (width - len(values))
-
-
-def _to(batch, device):
-    return replace(batch, **{f.name: getattr(batch, f.name).to(device) for f in fields(batch)})

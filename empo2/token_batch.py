@@ -9,7 +9,7 @@ being cut into micro-batches, which keeps padding low; the padding share is repo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Sequence
 
 import torch
@@ -35,6 +35,9 @@ class TokenBatch:
     @property
     def padded_tokens(self) -> int:
         return self.attention_mask.numel()
+
+    def to(self, device) -> "TokenBatch":
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int) -> TokenBatch:

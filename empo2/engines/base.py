@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from empo2.registry import Registry
 
@@ -42,12 +44,24 @@ class Generation:
 class RolloutEngine(ABC):
     """Generates responses for batches of prompts with the current policy."""
 
+    @classmethod
+    def from_config(cls, cfg: Any, policy, tokenizer, work_dir: Path) -> "RolloutEngine":
+        """Build from the run config; `work_dir` is this rank's folder for weight hand-over files."""
+        return cls(policy, tokenizer, max_batch_size=cfg.engine.max_batch_size)
+
     @abstractmethod
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         """One generation per prompt, in order."""
 
     def sync_weights(self) -> None:
         """Make the engine serve the trainer's current weights (after each optimizer phase)."""
+
+    def release_memory(self) -> None:
+        """The rollout phase is over: free what the update needs (the next sync wakes the engine)."""
+
+    def metrics(self) -> dict[str, float]:
+        """Engine facts for the iteration's metrics (weight version, sync time, ...)."""
+        return {}
 
     def close(self) -> None:
         """Release processes and memory."""

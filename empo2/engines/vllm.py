@@ -1,0 +1,263 @@
+"""Rollout engine on vLLM, colocated in the trainer's process, with a weight sync that is verified.
+
+Why colocated and in-process: each rank owns one engine next to its trainer (on GPU they share the
+device: `engine.gpu_memory_utilization`, and the engine sleeps during the update when
+`engine.sleep_between_phases`). The engine core runs inside this process
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so nothing is spawned, no `if __name__ == "__main__"` guard is
+needed by whoever builds it, and nothing outlives `close()`.
+
+Why token ids: the chat template is applied once on our side; vLLM receives `TokensPrompt`s and
+returns the sampled ids, so the trainer trains on exactly the sampled tokens. Log-probs are taken
+after temperature scaling (`logprobs_mode="processed_logprobs"`), the same distribution the HF
+engine reports. Prefix caching is on: the turns of an episode share their whole history.
+
+Weight sync, before every rollout phase (`sync_weights`): with LoRA the adapter is saved and
+served under a *new* integer adapter id (vLLM caches adapters by id; an old id silently serves the
+old weights); with full weights a safetensors copy is written and the workers reload it
+(`reload_weights`; tied input/output embeddings are tied again afterwards, which the reload
+alone does not do). Then a probe: the engine scores a fixed response to a fixed prompt and its
+log-probs must be within `engine.verify_tolerance` (mean absolute difference) of the trainer's own.
+A stale engine raises `StaleEngineError`; the run stops rather than train on the wrong policy.
+
+CPU specifics are set here, not by the user: worker threads bound to every core, the KV-cache size
+(`engine.cpu_kv_cache_gb`), eager mode (startup ~20 s instead of ~80 s, same speed), and torch's
+thread count restored after start-up (vLLM lowers it to 1, which would slow the trainer).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from empo2.engines.base import ENGINES, Generation, RolloutEngine, SamplingParams
+
+PROBE_CHAT = [{"role": "user", "content": "You stand in a kitchen next to a closed fridge. Your next action?"}]
+PROBE_RESPONSE = "open the fridge\n"
+
+
+class StaleEngineError(RuntimeError):
+    """The engine does not serve the trainer's current weights."""
+
+
+@dataclass
+class VLLMSettings:
+    model_path: str
+    """Folder of the base model (safetensors)."""
+    dtype: str
+    max_model_len: int
+    max_num_seqs: int
+    lora_rank: Optional[int]
+    """LoRA rank when adapters are trained, None for full weights."""
+    gpu_memory_utilization: float = 0.35
+    tensor_parallel_size: int = 1
+    sleep_between_phases: bool = True
+    cpu_kv_cache_gb: float = 2.0
+    verify_tolerance: float = 0.02
+    seed: int = 0
+
+
+def _retie_output_embedding(worker) -> None:
+    """Runs on each worker after a reload. A checkpoint of a model with tied embeddings holds no
+    `lm_head.weight`; vLLM's in-place reload then puts the *old* output matrix back while the input
+    embedding gets the new one. Tie them again and let the layer repack its matrix."""
+    model = worker.model_runner.get_model()
+    head, body = getattr(model, "lm_head", None), getattr(model, "model", None)
+    if head is not None and body is not None and hasattr(body, "embed_tokens"):
+        head.weight = body.embed_tokens.weight
+        process = getattr(getattr(head, "quant_method", None), "process_weights_after_loading", None)
+        if callable(process):  # the CPU backend keeps a repacked copy of the matrix for its GEMM
+            process(head)
+
+
+@ENGINES.register("vllm")
+class VLLMEngine(RolloutEngine):
+    def __init__(self, policy, tokenizer, settings: VLLMSettings, work_dir: Path) -> None:
+        self.policy, self.tokenizer, self.settings = policy, tokenizer, settings
+        self.work_dir = Path(work_dir)
+        self.on_gpu = torch.cuda.is_available()
+        self.llm = self._start()
+        self.version = 0
+        self.lora_request: Any = None
+        self.used_adapter_ids: set[int] = set()
+        self.sync_s = 0.0
+        self.probe_gap = math.nan
+        self.asleep = False
+        chat = tokenizer.apply_chat_template(PROBE_CHAT, add_generation_prompt=True, tokenize=False)
+        self.probe_prompt = tokenizer(chat, add_special_tokens=False)["input_ids"]
+        self.probe_response = tokenizer(PROBE_RESPONSE, add_special_tokens=False)["input_ids"]
+
+    @classmethod
+    def from_config(cls, cfg: Any, policy, tokenizer, work_dir: Path) -> "VLLMEngine":
+        from empo2.models import resolve
+
+        e, r = cfg.engine, cfg.rollout
+        longest = max(r.max_new_tokens, cfg.memory.tip_max_tokens if cfg.memory.enabled else 0)
+        settings = VLLMSettings(
+            model_path=resolve(cfg.model.name_or_path),
+            dtype=e.dtype or cfg.model.dtype,
+            max_model_len=e.max_model_len or r.max_prompt_tokens + longest,
+            max_num_seqs=e.max_batch_size,
+            lora_rank=cfg.model.lora.r if cfg.model.lora.enabled else None,
+            gpu_memory_utilization=e.gpu_memory_utilization,
+            tensor_parallel_size=e.tensor_parallel_size,
+            sleep_between_phases=e.sleep_between_phases,
+            cpu_kv_cache_gb=e.cpu_kv_cache_gb,
+            verify_tolerance=e.verify_tolerance,
+            seed=cfg.seed,
+        )
+        return cls(policy, tokenizer, settings, work_dir)
+
+    # ------------------------------------------------------------------ start-up
+    def _start(self):
+        s = self.settings
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if not self.on_gpu:
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(s.cpu_kv_cache_gb)))))
+        threads = torch.get_num_threads()
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = dict(
+            model=s.model_path, dtype=s.dtype, max_model_len=s.max_model_len, max_num_seqs=s.max_num_seqs,
+            enable_prefix_caching=True, enforce_eager=not self.on_gpu, seed=s.seed,
+            logprobs_mode="processed_logprobs",
+        )
+        if s.lora_rank is not None:
+            kwargs.update(enable_lora=True, max_lora_rank=s.lora_rank, max_loras=1)
+        if self.on_gpu:
+            kwargs.update(gpu_memory_utilization=s.gpu_memory_utilization, tensor_parallel_size=s.tensor_parallel_size,
+                          enable_sleep_mode=s.sleep_between_phases)
+        try:
+            return LLM(**kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        if not prompts:
+            return []
+        self._wake()
+        from vllm import SamplingParams as VParams
+        from vllm.inputs import TokensPrompt
+
+        # One seed per request, drawn from torch's generator: runs (and resumes) are reproducible.
+        seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
+        requests = [VParams(
+            max_tokens=params.max_new_tokens, temperature=params.temperature, logprobs=0, seed=seed,
+            stop=list(params.stop) or None, include_stop_str_in_output=True,
+        ) for seed in seeds]
+        outs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], requests,
+            lora_request=self.lora_request, use_tqdm=False,
+        )
+        gens = []
+        for out in outs:
+            c = out.outputs[0]
+            ids = list(c.token_ids)
+            logprobs = [(d[t] if t in d else next(iter(d.values()))).logprob for d, t in zip(c.logprobs or [], ids)]
+            reason = "length" if c.finish_reason == "length" else "stop" if c.stop_reason is not None else "eos"
+            gens.append(Generation(ids, logprobs, self.tokenizer.decode(ids, skip_special_tokens=True), reason))
+        return gens
+
+    # ------------------------------------------------------------------ weights
+    def sync_weights(self) -> None:
+        t0 = time.perf_counter()
+        self._wake()
+        self.version += 1
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings.lora_rank is not None:
+            path = self.work_dir / f"adapter-v{self.version}"
+            self.policy.save_pretrained(str(path))
+            self.serve_adapter(path, adapter_id=self.version)
+            for old in self.work_dir.glob("adapter-v*"):
+                if old != path:
+                    shutil.rmtree(old, ignore_errors=True)
+        else:
+            path = self.work_dir / "weights"
+            self.policy.save_pretrained(str(path), safe_serialization=True)
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(path)})
+            if getattr(self.policy.config, "tie_word_embeddings", False):
+                self.llm.collective_rpc(_retie_output_embedding)
+        self.verify()
+        self.sync_s = time.perf_counter() - t0
+
+    def serve_adapter(self, path: Path, adapter_id: int) -> None:
+        """Serve the adapter saved at `path` under `adapter_id`, which must never have been used."""
+        from vllm.lora.request import LoRARequest
+
+        if adapter_id in self.used_adapter_ids:
+            raise StaleEngineError(f"adapter id {adapter_id} was already served: vLLM would keep its old weights")
+        self.used_adapter_ids.add(adapter_id)
+        self.lora_request = LoRARequest(f"policy-v{adapter_id}", adapter_id, str(path))
+
+    def probe_logprobs(self) -> tuple[list[float], list[float]]:
+        """(engine, trainer) log-probs of the probe response at temperature 1."""
+        from vllm import SamplingParams as VParams
+        from vllm.inputs import TokensPrompt
+
+        from empo2.token_batch import pack, response_logprobs
+
+        out = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=self.probe_prompt + self.probe_response)],
+            VParams(max_tokens=1, temperature=1.0, prompt_logprobs=0), lora_request=self.lora_request, use_tqdm=False,
+        )[0]
+        scored = out.prompt_logprobs[len(self.probe_prompt):]
+        engine = [d[t].logprob for d, t in zip(scored, self.probe_response)]
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with torch.no_grad():
+                device = next(self.policy.parameters()).device
+                batch = pack([self.probe_prompt], [self.probe_response], self.tokenizer.pad_token_id or 0).to(device)
+                trainer = response_logprobs(self.policy, batch, temperature=1.0)[0].float().cpu().tolist()
+        finally:
+            self.policy.train(was_training)
+        return engine, trainer[: len(engine)]
+
+    def verify(self) -> float:
+        """Mean |engine − trainer| on the probe; raises StaleEngineError past the tolerance."""
+        engine, trainer = self.probe_logprobs()
+        gap = sum(abs(a - b) for a, b in zip(engine, trainer)) / max(len(engine), 1)
+        self.probe_gap = gap
+        if not gap <= self.settings.verify_tolerance:
+            raise StaleEngineError(
+                f"after weight sync v{self.version} the engine's probe log-probs differ from the trainer's by "
+                f"{gap:.4f} on average (tolerance engine.verify_tolerance={self.settings.verify_tolerance}): "
+                "the engine does not serve the current weights"
+            )
+        return gap
+
+    # ------------------------------------------------------------------ memory
+    def release_memory(self) -> None:
+        if self.on_gpu and self.settings.sleep_between_phases and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def _wake(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
+    def metrics(self) -> dict[str, float]:
+        return {"engine/weight_version": float(self.version), "engine/sync_probe_gap": self.probe_gap,
+                "time/weight_sync_s": self.sync_s}
+
+    def close(self) -> None:
+        import gc
+
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+            shutdown = getattr(engine_core, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            del llm
+            gc.collect()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
