@@ -20,8 +20,9 @@ log-probs must be within `engine.verify_tolerance` (mean absolute difference) of
 A stale engine raises `StaleEngineError`; the run stops rather than train on the wrong policy.
 
 CPU specifics are set here, not by the user: worker threads bound to every core, the KV-cache size
-(`engine.cpu_kv_cache_gb`), eager mode (startup ~20 s instead of ~80 s, same speed), and torch's
-thread count restored after start-up (vLLM lowers it to 1, which would slow the trainer).
+(`engine.cpu_kv_cache_gb`), eager mode (startup ~20 s instead of ~80 s, same speed), and
+`OMP_NUM_THREADS` set to torch's thread count before start-up (otherwise vLLM drops torch to one
+thread for the whole process, which would slow the trainer sharing it).
 """
 
 from __future__ import annotations
@@ -121,7 +122,9 @@ class VLLMEngine(RolloutEngine):
         if not self.on_gpu:
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(s.cpu_kv_cache_gb)))))
-        threads = torch.get_num_threads()
+            # vLLM lowers torch's intra-op threads to 1 for serving (and then blocks changing them)
+            # unless OMP_NUM_THREADS is set: the trainer shares this process and needs its threads.
+            os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
         from vllm import LLM
 
         kwargs: dict[str, Any] = dict(
@@ -134,10 +137,7 @@ class VLLMEngine(RolloutEngine):
         if self.on_gpu:
             kwargs.update(gpu_memory_utilization=s.gpu_memory_utilization, tensor_parallel_size=s.tensor_parallel_size,
                           enable_sleep_mode=s.sleep_between_phases)
-        try:
-            return LLM(**kwargs)
-        finally:
-            torch.set_num_threads(threads)
+        return LLM(**kwargs)
 
     # ------------------------------------------------------------------ generation
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
