@@ -94,7 +94,8 @@ class RolloutConfig:
 @dataclass
 class EngineConfig:
     kind: str = "auto"
-    """Rollout engine: `hf` (transformers generate), `vllm`, or `auto` (vllm when installed, else hf)."""
+    """Rollout engine: `hf` (transformers generate), `vllm`, or `auto` (vllm when installed, except
+    LoRA on CPU where hf is faster; else hf)."""
     max_batch_size: int = 64
     """Most sequences generated at once (HF: per `generate` call; vLLM: `max_num_seqs`)."""
     dtype: Optional[str] = None

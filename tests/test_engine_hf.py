@@ -85,3 +85,18 @@ def test_single_character_stops_become_end_ids(engine, tokenizer):
     assert len(ids) > 1  # tokens such as ".\n" or "\n\n" end an action too
     assert not any("\n" in tokenizer.decode([i]) for i in set(range(0, 2000)) - ids)
     assert engine.stop_token_ids(["</action>"]) is None  # may span tokens: the general check is used
+
+
+def test_auto_engine_choice(monkeypatch):
+    import importlib.util
+
+    from empo2.engines import resolve_kind
+
+    assert resolve_kind("hf") == "hf" and resolve_kind("vllm", lora=True, gpu=False) == "vllm"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    assert resolve_kind("auto", lora=False, gpu=True) == "hf"  # not installed
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
+    assert resolve_kind("auto", lora=False, gpu=False) == "vllm"
+    assert resolve_kind("auto", lora=True, gpu=True) == "vllm"
+    assert resolve_kind("auto", lora=True, gpu=False) == "hf"  # CPU LoRA kernels are slower than HF
