@@ -23,7 +23,6 @@ class PeriodicEvaluation(L.Callback):
     def __init__(self, cfg: Config, run_dir: str | Path) -> None:
         self.cfg = cfg
         self.folder = Path(run_dir) / "eval"
-        self.last_table: list | None = None
 
     def due(self, iteration: int) -> bool:
         every = self.cfg.eval.val_every
@@ -42,7 +41,6 @@ class PeriodicEvaluation(L.Callback):
             progress=self.cfg.logging.progress_bar and trainer.global_rank == 0,
         )
         engine.release_memory()
-        self.last_table = rows
         if trainer.global_rank == 0:
             write_table(rows, self.folder, f"val-iter_{iteration:05d}")
         metrics = table_metrics(rows) | {"time/eval_s": time.perf_counter() - t0}

@@ -142,13 +142,13 @@ class ScienceWorldEnv(TextEnv):
     def instances(self, split: str) -> list[str]:
         if split not in ("train", "test"):
             raise ValueError(f"unknown split {split!r}; use train or test")
-        env = self._jvm()
         out = []
         for task in self.tasks:
-            env.load(task, 0, simplification_for(task, self.simplification))
             if split == "train":
-                variations = list(env.get_variations_train())[: self.train_variations]
+                variations = self.train_variations_of(task)[: self.train_variations]
             else:
+                env = self._jvm()
+                env.load(task, 0, simplification_for(task, self.simplification))
                 variations = list(env.get_variations_test())[: self.test_variations]
             out += [f"{task}/{v}" for v in variations]
         return out

@@ -106,9 +106,7 @@ class GoldExamples:
     def _read(self, task: str) -> dict[str, Any]:
         try:
             return json.loads(self._file(task).read_text())
-        except FileNotFoundError:
-            return {}
-        except (json.JSONDecodeError, OSError):  # a damaged cache is rebuilt, not trusted
+        except (OSError, json.JSONDecodeError):  # missing or damaged: rebuilt, not trusted
             return {}
 
     def _write(self, task: str, entries: dict[str, Any]) -> None:
