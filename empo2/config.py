@@ -49,7 +49,8 @@ class ModelConfig:
     """`embedded:<name>` (prepared by `python -m empo2.models prepare`), a local folder, or a hub id
     already in the local Hugging Face cache. Nothing at run time contacts a hub."""
     dtype: str = "float32"
-    """Weight dtype: float32, bfloat16 or float16. Mixed precision is `trainer.precision`."""
+    """Weight dtype: float32, bfloat16 or float16. Mixed precision is `trainer.precision` (ddp, auto)
+    or `sharding.mixed_precision` (fsdp, fsdp2)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -234,6 +235,19 @@ class EvalConfig:
 
 
 @dataclass
+class ShardingConfig:
+    mixed_precision: str = "none"
+    """fsdp/fsdp2 only: `bf16` or `fp16` computes in that dtype while the sharded float32 weights,
+    gradient reduction and optimizer stay float32; `none` computes in `model.dtype`."""
+    reshard_after_forward: bool = True
+    """fsdp/fsdp2 only: free the gathered weights of a layer after its forward (less memory, one more
+    all-gather in backward)."""
+    sharded_checkpoint: Optional[bool] = None
+    """fsdp/fsdp2 only: `true` writes a folder with every rank's shard, `false` one whole file
+    gathered on rank 0; unset (null) shards full fine-tuning and keeps LoRA adapters (small) whole."""
+
+
+@dataclass
 class CheckpointConfig:
     every_n_iterations: int = 1
     """Save a checkpoint every this many iterations (always also `last.ckpt`)."""
@@ -279,6 +293,8 @@ class Config:
     """Evaluation: `python -m empo2.evaluate` and the validation callback."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpointing."""
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    """Options of the sharded strategies (`trainer.strategy` fsdp or fsdp2)."""
     trainer: dict[str, Any] = field(
         default_factory=lambda: {"accelerator": "cpu", "devices": 1, "max_epochs": 3}
     )
@@ -303,6 +319,7 @@ _CHOICES = {
     "intrinsic.kind": ("novelty", "retrieval_count", "none"),
     "eval.split": ("test", "train"),
     "engine.dtype": (None, "float32", "bfloat16", "float16"),
+    "sharding.mixed_precision": ("none", "bf16", "fp16"),
 }
 _POSITIVE = (
     "rollout.tasks_per_iteration", "rollout.group_size", "rollout.max_new_tokens",
@@ -395,6 +412,7 @@ def check_values(cfg: Config) -> None:
         if needs and not any(importlib.util.find_spec(pkg) for pkg in needs):
             raise ConfigError(f"logging.loggers: {name} needs the package {needs[0]!r} (pip install {needs[0]})")
     _check_trainer(cfg.trainer)
+    _check_strategy(cfg.trainer)
     from empo2.advantage import ADVANTAGES
     from empo2.loss import LOSSES
 
@@ -414,6 +432,20 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
     epochs = trainer.get("max_epochs")
     if not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"trainer.max_epochs: the number of RL iterations, an int >= 1; got {epochs!r}")
+
+
+def _check_strategy(trainer: dict[str, Any]) -> None:
+    strategy = trainer.get("strategy", "auto")
+    if strategy == "fsdp":
+        import torch
+
+        if trainer.get("accelerator") == "cpu" or not torch.cuda.is_available():
+            raise ConfigError("trainer.strategy: fsdp (FSDP1) runs on GPUs only; on CPU use fsdp2")
+    if strategy in ("fsdp", "fsdp2") and "mixed" in str(trainer.get("precision", "")):
+        raise ConfigError(
+            f"trainer.precision: {trainer['precision']} does not apply to the policy that {strategy} wraps "
+            f"itself; set sharding.mixed_precision=bf16 (or fp16) instead"
+        )
 
 
 # --------------------------------------------------------------------------- loading

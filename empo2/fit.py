@@ -67,8 +67,10 @@ def prepare_run_dir(cfg: Config) -> Path:
 def resolve_ckpt(cfg: Config) -> str | None:
     if cfg.ckpt_path is None:
         return None
+    from empo2.checkpoint import exists
+
     path = cfg.run_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
-    if not path.is_file():
+    if not exists(path):
         raise ConfigError(f"ckpt_path: no checkpoint at {path}")
     return str(path)
 
@@ -77,11 +79,10 @@ def checkpoint_epoch(path: str | None) -> int | None:
     """The iteration a checkpoint resumes at (memory-mapped read: no copy of the weights)."""
     if path is None:
         return None
-    import torch
-
     from datamodules import RolloutDataModule
+    from empo2.checkpoint import read_checkpoint
 
-    ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    ckpt = read_checkpoint(path, weights=False)
     state = ckpt.get(RolloutDataModule.__qualname__)
     if state is None:
         raise ConfigError(f"ckpt_path: {path} was not written by empo2 (no {RolloutDataModule.__qualname__} state)")
@@ -134,7 +135,10 @@ def build_trainer(
     if cfg.eval.val_every > 0:
         callbacks.append(PeriodicEvaluation(cfg, run_dir))
     callbacks += extra_callbacks or []
+    from empo2.sharding import build_strategy
+
     kwargs = dict(cfg.trainer)
+    kwargs["strategy"] = build_strategy(cfg)
     kwargs.setdefault("log_every_n_steps", 1)
     kwargs.setdefault("num_sanity_val_steps", 0)
     kwargs.setdefault("enable_progress_bar", cfg.logging.progress_bar)

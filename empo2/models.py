@@ -21,6 +21,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 EMBEDDED_PREFIX = "embedded:"
 
@@ -133,6 +134,28 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32"):
     return AutoModelForCausalLM.from_pretrained(
         resolve(name_or_path), dtype=getattr(torch, _DTYPES[dtype]), local_files_only=True
     )
+
+
+def build_policy(model_cfg: Any, seed: int):
+    """The trainable policy of `model.*`: the base model, gradient checkpointing, LoRA adapters.
+    Adapter initialisation draws random numbers: here they are a function of `seed` alone."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = load_causal_lm(model_cfg.name_or_path, model_cfg.dtype)
+        model.config.use_cache = False
+        if model_cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lora = model_cfg.lora
+        if lora.enabled:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+            ))
+    return model
 
 
 def build_tiny(tokenizer_source: str, out_dir: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:

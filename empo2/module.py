@@ -24,9 +24,11 @@ import lightning as L
 import torch
 
 from empo2 import distributed as D
+from empo2.checkpoint import read_checkpoint
 from empo2.config import Config
 from empo2.loss import LOSSES
-from empo2.models import load_causal_lm, load_tokenizer
+from empo2.models import build_policy, load_tokenizer
+from empo2 import sharding
 from empo2.token_batch import micro_batches, pack, response_logprobs
 
 
@@ -70,27 +72,12 @@ class EMPO2Module(L.LightningModule):
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
+        """Build the policy and wrap it for the trainer's strategy (FSDP units under fsdp/fsdp2)."""
         if self.policy is not None:
             return
-        # Adapter initialisation draws random numbers: make it a function of the seed alone.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed)
-            self.policy = self._build_policy()
-
-    def _build_policy(self) -> torch.nn.Module:
-        model = load_causal_lm(self.cfg.model.name_or_path, self.cfg.model.dtype)
-        model.config.use_cache = False
-        if self.cfg.model.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        lora = self.cfg.model.lora
-        if lora.enabled:
-            from peft import LoraConfig, get_peft_model
-
-            model = get_peft_model(model, LoraConfig(
-                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
-            ))
-        return model
+        policy = build_policy(self.cfg.model, self.cfg.seed)
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        self.policy = sharding.shard_policy(policy, strategy, self.cfg)
 
     @classmethod
     def from_checkpoint(cls, cfg: Config, path: str | None) -> "EMPO2Module":
@@ -99,7 +86,7 @@ class EMPO2Module(L.LightningModule):
         module = cls(cfg)
         module.configure_model()
         if path is not None:
-            ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+            ckpt = read_checkpoint(path)
             if "state_dict" not in ckpt:
                 raise ValueError(f"ckpt_path: {path} holds no state_dict (not a Lightning checkpoint)")
             try:
@@ -129,7 +116,7 @@ class EMPO2Module(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.cfg.model.lora.enabled:
-            keep = {name for name, p in self.named_parameters() if p.requires_grad}
+            keep = {sharding.clean_parameter_name(n) for n, p in self.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
 
     # ------------------------------------------------------------------ log-probs
@@ -147,9 +134,12 @@ class EMPO2Module(L.LightningModule):
         # first PPO ratio of an iteration is exactly 1.
         trainer = self._trainer
         precision = trainer.precision_plugin.forward_context if trainer is not None else nullcontext
+        chunks = micro_batches(lengths, self.cfg.optim.micro_batch_size)
         try:
-            for idx in micro_batches(lengths, self.cfg.optim.micro_batch_size):
-                batch = pack([prompts[i] for i in idx], [responses[i] for i in idx], self.pad_id)
+            for k in range(sharding.lockstep_count(len(chunks), self.policy)):
+                idx = chunks[k] if k < len(chunks) else []
+                batch = pack([prompts[i] for i in idx], [responses[i] for i in idx], self.pad_id) if idx \
+                    else self._empty_batch()
                 with precision():
                     logp = response_logprobs(self.policy, batch.to(self.device), temperature).float().cpu()
                 for row, i in enumerate(idx):
@@ -157,6 +147,10 @@ class EMPO2Module(L.LightningModule):
         finally:
             self.policy.train(was_training)
         return out
+
+    def _empty_batch(self):
+        """A one-token batch for the forwards a sharded rank runs only to keep in step with others."""
+        return pack([[self.pad_id]], [[self.pad_id]], self.pad_id)
 
     # ------------------------------------------------------------------ update
     def on_train_epoch_start(self) -> None:
@@ -178,8 +172,15 @@ class EMPO2Module(L.LightningModule):
         lengths = [len(r["train_prompt_ids"]) + len(r["response_ids"]) for r in rows]
         s = self._stats
         loss_value = 0.0
-        for idx in micro_batches(lengths, self.cfg.optim.micro_batch_size):
-            mb = [rows[i] for i in idx]
+        # FSDP1 averages gradients over ranks; the loss is a mean over all ranks already.
+        scale = sharding.grad_average_factor(self.policy) / max(total_tokens, 1)
+        chunks = micro_batches(lengths, self.cfg.optim.micro_batch_size)
+        for k in range(sharding.lockstep_count(len(chunks), self.policy)):
+            if k >= len(chunks):  # a sharded rank with fewer micro-batches still joins the collectives
+                logp = response_logprobs(self.policy, self._empty_batch().to(self.device), self.cfg.rollout.temperature)
+                self.manual_backward(logp.sum() * 0.0)
+                continue
+            mb = [rows[i] for i in chunks[k]]
             batch = pack([r["train_prompt_ids"] for r in mb], [r["response_ids"] for r in mb], self.pad_id).to(self.device)
             logp = response_logprobs(self.policy, batch, self.cfg.rollout.temperature)
             width = logp.shape[1]
@@ -192,9 +193,9 @@ class EMPO2Module(L.LightningModule):
                 dual_clip=a.dual_clip, log_ratio_clamp=a.log_ratio_clamp,
             )
             s["masked_tokens"] += float(batch.response_mask.sum() - mask.sum())
-            loss = terms.loss_sum / max(total_tokens, 1)
+            loss = terms.loss_sum * scale
             self.manual_backward(loss)
-            loss_value += float(loss.detach())
+            loss_value += float(terms.loss_sum.detach()) / max(total_tokens, 1)
             s["clipped"] += float(terms.clipped)
             s["dual_clipped"] += float(terms.dual_clipped)
             s["ratio_sum"] += float(terms.ratio_sum)
@@ -223,7 +224,7 @@ class EMPO2Module(L.LightningModule):
             ddp.require_backward_grad_sync = False
 
     def _sum_gradients_over_ranks(self) -> None:
-        if not D.active():
+        if not D.active() or sharding.is_sharded(self.policy):  # FSDP reduces (sums) shards itself
             return
         params = self.trainable_parameters()
         for p in params:
@@ -243,7 +244,7 @@ class EMPO2Module(L.LightningModule):
         if not params:
             return 0.0
         max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return sharding.clip_grad_norm(self.policy, params, max_norm)
 
     def update_metrics(self) -> dict[str, float]:
         """The iteration's update statistics (called at the end of the epoch)."""
@@ -269,7 +270,7 @@ class EMPO2Module(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         metrics.update(getattr(dm, "iteration_metrics", {}))
         metrics.update(self.update_metrics())
-        if D.active():
+        if D.active() and not sharding.is_sharded(self.policy):  # replicas must agree; shards differ
             gap = self._rank_weight_gap()
             if gap != 0.0:
                 raise RuntimeError(f"ranks hold different weights after iteration {self.current_epoch} (gap {gap})")

@@ -10,25 +10,55 @@ Stops: an ASCII single-character stop string (the usual "\n") can never span two
 becomes a set of extra end-of-sequence ids (every token whose text contains it), computed once;
 transformers' general `stop_strings` check costs ~20% of a short CPU generation call and is kept
 only for longer stop strings.
+
+Sharded policies (fsdp, fsdp2) cannot generate: each forward is a collective and the ranks' episodes
+differ in length. There the engine keeps an unsharded replica and `sync_weights` copies the gathered
+weights into it (only the adapters under LoRA; the frozen base is loaded once).
 """
 
 from __future__ import annotations
 
 import torch
 
+from empo2 import sharding
 from empo2.engines.base import ENGINES, Generation, RolloutEngine, SamplingParams, trim_response
 
 
 @ENGINES.register("hf")
 class HFEngine(RolloutEngine):
-    def __init__(self, model, tokenizer, max_batch_size: int = 64) -> None:
+    def __init__(self, model, tokenizer, max_batch_size: int = 64, source=None) -> None:
         self.model = model
+        self.source = source
+        """The sharded policy whose gathered weights `model` (a replica) serves; None: `model` is the policy."""
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         eos = tokenizer.eos_token_id
         self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
         self._stop_ids: dict[tuple[str, ...], set[int]] = {}
+
+    @classmethod
+    def from_config(cls, cfg, policy, tokenizer, work_dir):
+        if not sharding.is_sharded(policy):
+            return cls(policy, tokenizer, max_batch_size=cfg.engine.max_batch_size)
+        from empo2.models import build_policy
+
+        device = next(policy.parameters()).device
+        replica = build_policy(cfg.model, cfg.seed).to(device)
+        replica.requires_grad_(False)
+        engine = cls(replica, tokenizer, max_batch_size=cfg.engine.max_batch_size, source=policy)
+        engine._copy_weights(trainable_only=False)
+        return engine
+
+    def _copy_weights(self, trainable_only: bool) -> None:
+        weights = sharding.gathered_weights(self.source, trainable_only)
+        result = self.model.load_state_dict(weights, strict=False)
+        if result.unexpected_keys:
+            raise RuntimeError(f"replica does not fit the policy's weights: {result.unexpected_keys[:3]}")
+
+    def sync_weights(self) -> None:
+        if self.source is not None:
+            self._copy_weights(trainable_only=any(not p.requires_grad for p in self.source.parameters()))
 
     def stop_token_ids(self, stop: list[str]) -> set[int] | None:
         """Token ids that end generation for these stops, or None when a stop can span tokens."""

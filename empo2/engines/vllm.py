@@ -37,6 +37,7 @@ from typing import Any, Optional
 
 import torch
 
+from empo2 import sharding
 from empo2.engines.base import ENGINES, Generation, RolloutEngine, SamplingParams
 
 PROBE_CHAT = [{"role": "user", "content": "You stand in a kitchen next to a closed fridge. Your next action?"}]
@@ -172,18 +173,22 @@ class VLLMEngine(RolloutEngine):
         self._wake()
         self.version += 1
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        if self.settings.lora_rank is not None:
+        # A sharded policy hands over its gathered weights (a collective: every rank syncs together).
+        model = sharding.unwrapped(self.policy)
+        lora = self.settings.lora_rank is not None
+        state = sharding.gathered_weights(self.policy, trainable_only=lora) if sharding.is_sharded(self.policy) else None
+        if lora:
             path = self.work_dir / f"adapter-v{self.version}"
-            self.policy.save_pretrained(str(path))
+            model.save_pretrained(str(path), state_dict=state)
             self.serve_adapter(path, adapter_id=self.version)
             for old in self.work_dir.glob("adapter-v*"):
                 if old != path:
                     shutil.rmtree(old, ignore_errors=True)
         else:
             path = self.work_dir / "weights"
-            self.policy.save_pretrained(str(path), safe_serialization=True)
+            model.save_pretrained(str(path), state_dict=state, safe_serialization=True)
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(path)})
-            if getattr(self.policy.config, "tie_word_embeddings", False):
+            if getattr(model.config, "tie_word_embeddings", False):
                 self.llm.collective_rpc(_retie_output_embedding)
         self.verify()
         self.sync_s = time.perf_counter() - t0
