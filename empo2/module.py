@@ -172,7 +172,7 @@ class EMPO2Module(L.LightningModule):
         lengths = [len(r["train_prompt_ids"]) + len(r["response_ids"]) for r in rows]
         s = self._stats
         loss_value = 0.0
-        # FSDP1 averages gradients over ranks; the loss is a mean over all ranks already.
+        # FSDP averages gradients over ranks; the loss is a mean over all ranks already.
         scale = sharding.grad_average_factor(self.policy) / max(total_tokens, 1)
         chunks = micro_batches(lengths, self.cfg.optim.micro_batch_size)
         for k in range(sharding.lockstep_count(len(chunks), self.policy)):

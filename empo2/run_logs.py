@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
 class _KeepingWriter(ExperimentWriter):
@@ -51,6 +52,7 @@ class ResumableCSVLogger(CSVLogger):
         self._resume_epoch = resume_epoch
 
     @property
+    @rank_zero_experiment  # only rank 0 opens (and on resume rewrites) the file
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             self._experiment = _KeepingWriter(self.log_dir, self._resume_epoch)

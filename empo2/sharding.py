@@ -11,8 +11,9 @@ sharded model is a collective all ranks must join. The rules, in one place:
   policy is wrapped in `configure_model`: each decoder layer (the model's `_no_split_modules`) is
   a unit and the whole policy the root unit, with or without LoRA.
 - Gradients are *summed* over ranks, because the loss already divides by the token count of all
-  ranks (EMPO2.md §6.1 token-mean). FSDP2 is told to divide by 1; FSDP1 always averages, so the
-  module scales its loss by the world size there (`grad_average_factor`).
+  ranks (EMPO2.md §6.1 token-mean). FSDP averages its reduce-scatter over ranks, so the module
+  scales its loss by the world size there (`grad_average_factor`); FSDP2's own switch to plain
+  sums (`set_gradient_divide_factor(1)`) needs a reduction gloo lacks (PREMUL_SUM).
 - Every rank runs the same number of forwards (`lockstep_count`): ranks with fewer micro-batches
   run empty ones. Rollout engines never run the sharded module; they read a gathered copy of the
   weights (`gathered_weights`) at each sync.
@@ -86,10 +87,8 @@ def shard_policy(policy: torch.nn.Module, strategy: Any, cfg: Any) -> torch.nn.M
 
         mesh = strategy.device_mesh["data_parallel"]
         mp = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32 if compute else None)
-        for unit in layer_units(policy):
+        for unit in layer_units(policy) + [policy]:
             fully_shard(unit, mesh=mesh, mp_policy=mp, reshard_after_forward=cfg.sharding.reshard_after_forward)
-        fully_shard(policy, mesh=mesh, mp_policy=mp, reshard_after_forward=cfg.sharding.reshard_after_forward)
-        policy.set_gradient_divide_factor(1.0)  # sum: the loss is already a mean over all ranks
         return policy
     if isinstance(strategy, FSDPStrategy):
         from torch.distributed.fsdp import FullyShardedDataParallel, MixedPrecision, ShardingStrategy
@@ -127,8 +126,8 @@ def unwrapped(policy: torch.nn.Module) -> torch.nn.Module:
 
 
 def grad_average_factor(policy: torch.nn.Module) -> float:
-    """What the strategy divides summed gradients by (FSDP1 averages over ranks; others sum)."""
-    return float(D.world_size()) if is_fsdp1(policy) else 1.0
+    """What the strategy divides summed gradients by: FSDP averages over ranks; ddp here sums."""
+    return float(D.world_size()) if is_sharded(policy) else 1.0
 
 
 def lockstep_count(n: int, policy: torch.nn.Module) -> int:

@@ -112,6 +112,34 @@ def tiny_overrides(model_dir: str, out_dir: Path, name: str = "t", **extra) -> l
     return [f"{k}={v}" for k, v in base.items()]
 
 
+def fit_processes(overrides: list[str], timeout: int = 900) -> None:
+    """`python -m empo2.fit` in a child process (Lightning launches the other ranks from it)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    proc = subprocess.run([sys.executable, "-m", "empo2.fit", *overrides], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def assert_memory_written_once(run_dir: Path, episodes: list[dict]) -> None:
+    """The run's memory holds exactly the distinct entries of all ranks' episodes, each once, and
+    its novelty table exactly the states that earned the full bonus (n_t = 1) on any rank."""
+    from empo2.memory import MemoryStore, entry_content, memory_dir
+    from empo2.novelty import NoveltyTable
+
+    expected = {(ep["instance"], entry_content(ep["tip"], s["action"], ep["return"]))
+                for ep in episodes if ep["tip"] for s in ep["steps"]}
+    store = MemoryStore(memory_dir(run_dir))
+    stored = [(slot, c) for slot in store.counts() for c in store.table.rows(slot).contents]
+    assert expected and len(stored) == len(set(stored)) == len(expected) and set(stored) == expected
+    novel = sum(1 for ep in episodes for s in ep["steps"] if s["intrinsic"] == 1.0)
+    assert sum(NoveltyTable(memory_dir(run_dir)).counts().values()) == novel
+
+
 @pytest.fixture(autouse=True)
 def _fixed_threads():
     torch.set_num_threads(2)

@@ -1,4 +1,4 @@
-"""Two CPU processes under DDP: ranks stay identical, and memory and novelty are written once.
+"""Two CPU processes under DDP: ranks stay identical, memory and novelty are written once, resume is exact.
 
 Runs `python -m empo2.fit` with `trainer.strategy=ddp trainer.devices=2` (Lightning re-launches the
 command for rank 1), every iteration in a memory mode so retrieval, tip writing and novelty all
@@ -6,55 +6,51 @@ cross ranks. Then checks, from the run's own files:
 - the module's per-iteration check that both ranks hold the same weights passed (gap exactly 0);
 - each rank played its own group (one trajectory file per rank per iteration);
 - the memory holds exactly the distinct entries of *both* ranks' episodes, each once;
-- the novelty table holds exactly the states that earned the full bonus (n_t = 1) on either rank.
+- the novelty table holds exactly the states that earned the full bonus (n_t = 1) on either rank;
+- a run stopped after one iteration and resumed logs what the uninterrupted run logged.
 """
 
-import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from empo2.memory import MemoryStore, entry_content, memory_dir
-from empo2.novelty import NoveltyTable
+from conftest import assert_memory_written_once, fit_processes, tiny_overrides
+from test_fit import read_metrics, stable
 
-from conftest import tiny_overrides
+MEMORY_EVERY_ITERATION = {"rollout.tasks_per_iteration": 2, "mode.p": 1.0, "mode.q": 0.5,
+                          "env.train_instances": "[find/0,find/1]"}
 
-ROOT = Path(__file__).resolve().parents[1]
+
+def rank_episodes(run, iterations: int, ranks: int = 2) -> list[dict]:
+    """Every rank's episodes; asserts each rank played its own, disjoint groups."""
+    episodes = []
+    for it in range(iterations):
+        per_rank = [[json.loads(line) for line in (run / "trajectories" / f"iter_{it:05d}.rank{r}.jsonl").open()]
+                    for r in range(ranks)]
+        assert [len(eps) for eps in per_rank] == [4] * ranks
+        assert {ep["group"] for ep in per_rank[0]}.isdisjoint({ep["group"] for ep in per_rank[1]})
+        episodes += [ep for eps in per_rank for ep in eps]
+    return episodes
 
 
 @pytest.mark.slow
-def test_ddp_two_processes(warm_model, tmp_path):
-    over = tiny_overrides(warm_model, tmp_path, name="ddp", **{
-        "trainer.strategy": "ddp", "trainer.devices": 2, "rollout.tasks_per_iteration": 2,
-        "mode.p": 1.0, "mode.q": 0.5, "env.train_instances": "[find/0,find/1]", "trainer.max_epochs": 2,
-    })
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "empo2.fit", *over], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_ddp_two_processes_and_exact_resume(warm_model, tmp_path):
+    def over(name, **extra):
+        return tiny_overrides(warm_model, tmp_path, name=name, **{
+            "trainer.strategy": "ddp", "trainer.devices": 2, "trainer.max_epochs": 2,
+            **MEMORY_EVERY_ITERATION, **extra})
+
+    fit_processes(over("ddp"))
     run = tmp_path / "ddp"
-    with (run / "logs" / "metrics.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_metrics(run)
     assert len(rows) == 2 and all(float(r["train/rank_weight_gap"]) == 0.0 for r in rows)
     assert all(float(r["train/grad_norm"]) > 0 for r in rows)
+    assert_memory_written_once(run, rank_episodes(run, 2))
 
-    episodes = []
+    fit_processes(over("resumed", **{"trainer.max_epochs": 1}))
+    fit_processes(over("resumed", ckpt_path="last"))
+    assert stable(read_metrics(tmp_path / "resumed")) == stable(rows)
     for it in range(2):
-        per_rank = [[json.loads(line) for line in (run / "trajectories" / f"iter_{it:05d}.rank{r}.jsonl").open()]
-                    for r in range(2)]
-        assert [len(eps) for eps in per_rank] == [4, 4]
-        assert {ep["group"] for ep in per_rank[0]}.isdisjoint({ep["group"] for ep in per_rank[1]})
-        episodes += per_rank[0] + per_rank[1]
-
-    expected = {(ep["instance"], entry_content(ep["tip"], s["action"], ep["return"]))
-                for ep in episodes if ep["tip"] for s in ep["steps"]}
-    store = MemoryStore(memory_dir(run))
-    stored = [(slot, c) for slot in store.counts() for c in store.table.rows(slot).contents]
-    assert len(stored) == len(set(stored)) == len(expected) and set(stored) == expected
-
-    novel = sum(1 for ep in episodes for s in ep["steps"] if s["intrinsic"] == 1.0)
-    assert sum(NoveltyTable(memory_dir(run)).counts().values()) == novel
+        for r in range(2):
+            name = f"iter_{it:05d}.rank{r}.jsonl"
+            assert (run / "trajectories" / name).read_text() == (tmp_path / "resumed" / "trajectories" / name).read_text()

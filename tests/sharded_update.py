@@ -1,0 +1,79 @@
+"""Helper process for test_sharding.py: the real module's update on fixed rows under a strategy.
+
+    python tests/sharded_update.py OUT_FILE STRATEGY DEVICES MODEL_DIR LORA
+
+Two iterations of two optimizer steps each on rows that depend only on the iteration: every step
+takes 8 rows, which one process trains alone or two processes share unevenly (5 and 3 rows, so
+their micro-batch counts differ and the lock-step padding runs). Old log-probs come from the
+module's own `compute_logprobs` on each rank's rows (sharded forwards of unequal counts too).
+Rank 0 saves the gathered full weights to OUT_FILE; Lightning re-launches this same command for
+the other ranks.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from empo2.config import load_config
+from empo2.module import EMPO2Module
+from empo2.sharding import build_strategy, gathered_weights
+
+ROWS_PER_STEP, STEPS, SHARE = 8, 2, 5  # rank 0 of two takes SHARE of each step's rows
+
+
+def step_rows(iteration: int, step: int, vocab: int) -> list[dict]:
+    gen = torch.Generator().manual_seed(1000 * iteration + step)
+    rows = []
+    for _ in range(ROWS_PER_STEP):
+        prompt = torch.randint(3, vocab, (int(torch.randint(4, 30, (1,), generator=gen)),), generator=gen).tolist()
+        response = torch.randint(3, vocab, (int(torch.randint(2, 9, (1,), generator=gen)),), generator=gen).tolist()
+        keep = (torch.rand(len(response), generator=gen) > 0.2).float().tolist()
+        rows.append({"train_prompt_ids": prompt, "response_ids": response, "keep": keep,
+                     "advantage": float(torch.randn(1, generator=gen))})
+    return rows
+
+
+class FixedRows(L.LightningDataModule):
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        module = trainer.lightning_module
+        vocab = len(module.tokenizer)
+        batches, rows = [], []
+        for step in range(STEPS):
+            mine = step_rows(trainer.current_epoch, step, vocab)
+            if trainer.world_size == 2:
+                mine = mine[:SHARE] if trainer.global_rank == 0 else mine[SHARE:]
+            batches.append(list(range(len(rows), len(rows) + len(mine))))
+            rows += mine
+        logps = module.compute_logprobs([r["train_prompt_ids"] for r in rows], [r["response_ids"] for r in rows])
+        for row, lp in zip(rows, logps):
+            row["old_logprobs"] = lp
+        return DataLoader(rows, batch_sampler=batches, collate_fn=lambda b: b)
+
+
+def main(out: str, strategy: str, devices: str, model_dir: str, lora: str) -> None:
+    cfg = load_config(None, [
+        f"model.name_or_path={model_dir}", f"model.lora.enabled={lora}", "model.lora.r=4",
+        "optim.lr=1e-2", "optim.micro_batch_size=2", "optim.grad_clip=0",
+        f"trainer.strategy={strategy}", f"trainer.devices={devices}",
+        f"trainer.accelerator={'gpu' if strategy == 'fsdp' else 'cpu'}",
+    ])
+    torch.manual_seed(0)
+    trainer = L.Trainer(
+        accelerator="gpu" if strategy == "fsdp" else "cpu", devices=int(devices), strategy=build_strategy(cfg), max_epochs=2, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1,
+    )
+    module = EMPO2Module(cfg)
+    trainer.fit(module, datamodule=FixedRows())
+    weights = gathered_weights(module.policy, trainable_only=False)  # every rank joins the gather
+    if trainer.global_rank == 0:
+        torch.save({"weights": {k: v.detach().cpu() for k, v in weights.items()}, "grad_norm_sum": module._stats["grad_norm_sum"]}, out)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:6])
