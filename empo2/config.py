@@ -17,7 +17,7 @@ import inspect
 import textwrap
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -436,11 +436,8 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
 
 def _check_strategy(trainer: dict[str, Any]) -> None:
     strategy = trainer.get("strategy", "auto")
-    if strategy == "fsdp":
-        import torch
-
-        if trainer.get("accelerator") == "cpu" or not torch.cuda.is_available():
-            raise ConfigError("trainer.strategy: fsdp (FSDP1) runs on GPUs only; on CPU use fsdp2")
+    if strategy == "fsdp" and trainer.get("accelerator") == "cpu":
+        raise ConfigError("trainer.strategy: fsdp (FSDP1) runs on GPUs only; on CPU use fsdp2")
     if strategy in ("fsdp", "fsdp2") and "mixed" in str(trainer.get("precision", "")):
         raise ConfigError(
             f"trainer.precision: {trainer['precision']} does not apply to the policy that {strategy} wraps "
@@ -451,16 +448,19 @@ def _check_strategy(trainer: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> Config:
-    """Merge schema defaults, an optional YAML file and `key=value` overrides; validate; return."""
+def load_config(
+    path: Optional[str | Path | Sequence[str | Path]] = None, overrides: Optional[list[str]] = None
+) -> Config:
+    """Merge schema defaults, YAML files (later ones win, e.g. a run config then a preset from
+    `conf/strategy/`) and `key=value` overrides; validate; return."""
     schema = OmegaConf.structured(Config)
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
     try:
         layers = [schema]
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"config file not found: {path}")
-            layers.append(OmegaConf.load(path))
+        for item in map(Path, paths):
+            if not item.is_file():
+                raise ConfigError(f"config file not found: {item}")
+            layers.append(OmegaConf.load(item))
         if overrides:
             for item in overrides:
                 if "=" not in item:

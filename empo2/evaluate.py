@@ -157,7 +157,7 @@ def evaluate(cfg: Config) -> tuple[list[TaskScore], Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m empo2.evaluate", description="Evaluate a policy on the test split.")
-    parser.add_argument("--config", help="the YAML file the run was trained with")
+    parser.add_argument("--config", action="append", help="the YAML file(s) the run was trained with")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. ckpt_path=last eval.episodes_per_instance=2")
     args = parser.parse_args(argv)
     try:

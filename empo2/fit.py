@@ -26,7 +26,8 @@ from empo2.config import Config, ConfigError, load_config, to_dict, to_yaml
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m empo2.fit", description="Train an LLM agent with EMPO².")
-    parser.add_argument("--config", help="YAML file (keys as in the README's config reference)")
+    parser.add_argument("--config", action="append", help="YAML file (keys as in the README's config "
+                        "reference); repeat to layer presets, e.g. --config conf/strategy/fsdp2.yaml")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_epochs=5")
     return parser.parse_args(argv)

@@ -53,6 +53,10 @@ def build_strategy(cfg: Any) -> Any:
     if name == "fsdp2":
         return FSDP2Strategy(save_distributed_checkpoint=sharded_checkpoint(cfg))
     if name == "fsdp":
+        if not torch.cuda.is_available():  # checked here, not in the config: a login node may lack GPUs
+            from empo2.config import ConfigError
+
+            raise ConfigError("trainer.strategy: fsdp (FSDP1) runs on GPUs only and none is visible; use fsdp2")
         return FSDPStrategy(state_dict_type="sharded" if sharded_checkpoint(cfg) else "full")
     return cfg.trainer.get("strategy", "auto")
 

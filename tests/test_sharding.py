@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_strategy_presets():
+    for name in ("ddp", "fsdp", "fsdp2"):  # each preset layers onto a run config
+        cfg = load_config([ROOT / "conf" / "quickstart.yaml", ROOT / "conf" / "strategy" / f"{name}.yaml"])
+        assert cfg.trainer["strategy"] == name and cfg.trainer["max_epochs"] == 2
     lora = load_config(None, ["trainer.strategy=fsdp2"])
     full = load_config(None, ["trainer.strategy=fsdp2", "model.lora.enabled=false"])
     forced = load_config(None, ["trainer.strategy=fsdp2", "sharding.sharded_checkpoint=true"])
@@ -40,9 +43,11 @@ def test_strategy_presets():
 
 
 def test_strategy_config_errors():
-    if not torch.cuda.is_available():
+    with pytest.raises(ConfigError, match="fsdp2"):
+        load_config(None, ["trainer.strategy=fsdp", "trainer.accelerator=cpu"])
+    if not torch.cuda.is_available():  # a GPU config loads anywhere; the trainer refuses it here
         with pytest.raises(ConfigError, match="fsdp2"):
-            load_config(None, ["trainer.strategy=fsdp"])
+            build_strategy(load_config(None, ["trainer.strategy=fsdp", "trainer.accelerator=gpu"]))
     with pytest.raises(ConfigError, match="sharding.mixed_precision"):
         load_config(None, ["trainer.strategy=fsdp2", "trainer.precision=bf16-mixed"])
     with pytest.raises(ConfigError, match="sharding.mixed_precision"):
