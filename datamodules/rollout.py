@@ -62,6 +62,8 @@ class RolloutDataModule(L.LightningDataModule):
         self.episodes: list[Episode] = []
         self.iteration_metrics: dict[str, float] = {}
         self.groups_per_rank = cfg.rollout.tasks_per_iteration
+        self.learn = True
+        """False: play and score episodes (hooks included) but build no training rows (adaptation)."""
 
     # ------------------------------------------------------------------ lifecycle
     def setup(self, stage: str) -> None:
@@ -160,9 +162,10 @@ class RolloutDataModule(L.LightningDataModule):
         )
         for ep, adv in zip(episodes, advantages):
             ep.advantage = adv
-        rows = self.build_rows(episodes, module.tokenizer)
+        rows = self.build_rows(episodes, module.tokenizer) if self.learn else []
         t3 = time.perf_counter()
-        self.add_old_logprobs(rows, module)
+        if rows:
+            self.add_old_logprobs(rows, module)
         t4 = time.perf_counter()
         self._call_hooks("on_rollout_scored", episodes)
         self.episodes = episodes

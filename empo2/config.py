@@ -235,6 +235,19 @@ class EvalConfig:
 
 
 @dataclass
+class AdaptConfig:
+    target_task: Optional[str] = None
+    """`python -m empo2.adapt`: the task to adapt to (the environment retargets `env.options`;
+    ScienceWorld: a task name); unset: the task(s) the config trains on."""
+    iterations: int = 10
+    """Adaptation iterations; iteration 0 plays without memory, later ones retrieve tips."""
+    split: str = "train"
+    """Which instances of the target task are played: `train` or `test`."""
+    temperature: Optional[float] = None
+    """Sampling temperature while adapting; unset: `rollout.temperature`."""
+
+
+@dataclass
 class ShardingConfig:
     mixed_precision: str = "none"
     """fsdp/fsdp2 only: `bf16` or `fp16` computes in that dtype while the sharded float32 weights,
@@ -293,6 +306,8 @@ class Config:
     """Evaluation: `python -m empo2.evaluate` and the validation callback."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpointing."""
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    """Adaptation with memory only (`python -m empo2.adapt`, EMPO2.md §8)."""
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
     """Options of the sharded strategies (`trainer.strategy` fsdp or fsdp2)."""
     trainer: dict[str, Any] = field(
@@ -320,6 +335,7 @@ _CHOICES = {
     "eval.split": ("test", "train"),
     "engine.dtype": (None, "float32", "bfloat16", "float16"),
     "sharding.mixed_precision": ("none", "bf16", "fp16"),
+    "adapt.split": ("train", "test"),
 }
 _POSITIVE = (
     "rollout.tasks_per_iteration", "rollout.group_size", "rollout.max_new_tokens",
@@ -328,7 +344,7 @@ _POSITIVE = (
     "checkpoint.every_n_iterations", "algo.dual_clip", "memory.top_k", "memory.capacity",
     "memory.tip_max_tokens", "memory.embed_batch_size", "eval.episodes_per_instance",
     "engine.gpu_memory_utilization", "engine.tensor_parallel_size", "engine.cpu_kv_cache_gb",
-    "engine.verify_tolerance",
+    "engine.verify_tolerance", "adapt.iterations",
 )
 _NON_NEGATIVE = (
     "rollout.temperature", "eval.temperature", "eval.val_every", "env.pool_size", "optim.weight_decay", "optim.grad_clip",

@@ -152,6 +152,10 @@ def evaluate(cfg: Config) -> tuple[list[TaskScore], Path]:
     if D.rank() == 0:
         write_jsonl(out_dir / f"{stem}.jsonl", episodes)
         write_table(rows, out_dir, stem)
+        from empo2.plots import score_bars
+
+        score_bars({stem: {r.task: r.mean_return for r in rows}}, out_dir / f"{stem}.png",
+                   title=f"{cfg.name}: {cfg.eval.split} split, {stem}")
     return rows, out_dir / f"{stem}.md"
 
 

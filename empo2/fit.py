@@ -6,8 +6,10 @@ file only wires the three empo2 pieces (module, datamodule, callbacks) and the r
 
     <out_dir>/<name>/config.yaml      the resolved config (an earlier, different one is kept)
     <out_dir>/<name>/checkpoints/     last.ckpt and periodic ones
-    <out_dir>/<name>/logs/            CSV (and TensorBoard) metrics, one row per iteration
-    <out_dir>/<name>/trajectories/    every training episode, one JSONL file per iteration
+    <out_dir>/<name>/logs/            CSV (and TensorBoard) metrics, one row per iteration;
+                                      learning_curves.png at the end
+    <out_dir>/<name>/trajectories/    every training episode, one JSONL file per iteration;
+                                      index.html replays them (tips included)
     <out_dir>/<name>/eval/            evaluation tables (CSV, Markdown) and episodes
 
 A fresh run refuses a run directory that already holds checkpoints (pass `ckpt_path=last` to
@@ -107,14 +109,15 @@ def build_loggers(cfg: Config, run_dir: Path, resume_epoch: int | None = None) -
 
 
 def build_trainer(
-    cfg: Config, run_dir: Path, extra_callbacks: list[Any] | None = None, resume_epoch: int | None = None
+    cfg: Config, run_dir: Path, extra_callbacks: list[Any] | None = None, resume_epoch: int | None = None,
+    checkpoints: bool = True,
 ):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from callbacks import IntrinsicReward, PeriodicEvaluation, TipMemory, TrajectoryWriter
 
-    callbacks: list[Any] = [
+    callbacks: list[Any] = [] if not checkpoints else [
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="iter_{epoch:05d}",
@@ -144,6 +147,8 @@ def build_trainer(
     kwargs.setdefault("num_sanity_val_steps", 0)
     kwargs.setdefault("enable_progress_bar", cfg.logging.progress_bar)
     kwargs.setdefault("default_root_dir", str(run_dir))
+    if not checkpoints:
+        kwargs["enable_checkpointing"] = False
     return L.Trainer(
         logger=build_loggers(cfg, run_dir, resume_epoch) or False,
         callbacks=callbacks,
@@ -167,7 +172,20 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     finally:  # Lightning tears the datamodule down only after a successful fit: close the JVMs anyway
         datamodule.teardown("fit")
+    if trainer.global_rank == 0:
+        write_pictures(run_dir, cfg.name)
     return trainer
+
+
+def write_pictures(run_dir: Path, title: str) -> None:
+    """Learning curves (PNG) beside the metrics and the episode viewer (HTML) beside the trajectories."""
+    from empo2.plots import learning_curves
+    from empo2.trajectory_viewer import write_viewer
+
+    metrics = run_dir / "logs" / "metrics.csv"
+    if metrics.is_file():
+        learning_curves(metrics, run_dir / "logs" / "learning_curves.png", title=f"{title}: learning curve")
+    write_viewer(run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,11 @@ class TextEnv(ABC):
         """Turn cap for an instance (environments with per-task caps override)."""
         return self.default_max_turns
 
+    @classmethod
+    def retarget(cls, options: dict[str, Any], task: str) -> dict[str, Any]:
+        """`env.options` that make this environment play `task` (adaptation to a new task)."""
+        raise ValueError(f"{cls.__name__} has no tasks to adapt to (it does not implement retarget)")
+
     def task_of(self, instance: str) -> str:
         """The task an instance belongs to (for per-task metrics)."""
         return instance.split("/")[0]

@@ -72,6 +72,15 @@ class KeyRoomEnv(TextEnv):
         self._visited_target_room = False
         self._done = True
 
+    # The two layouts serve as tasks to adapt between: the target in another room, or in the hallway.
+    TASKS: ClassVar[dict[str, bool]] = {"find": False, "find-here": True}
+
+    @classmethod
+    def retarget(cls, options: dict[str, Any], task: str) -> dict[str, Any]:
+        if task not in cls.TASKS:
+            raise ValueError(f"keyroom has tasks {', '.join(cls.TASKS)}, not {task!r}")
+        return {**options, "target_in_start_room": cls.TASKS[task]}
+
     # ---- instances -------------------------------------------------------------------------
     def instances(self, split: str) -> list[str]:
         if split == "train":

@@ -100,6 +100,12 @@ class ScienceWorldEnv(TextEnv):
                     os.environ["JAVA_TOOL_OPTIONS"] = before
         return self._env
 
+    @classmethod
+    def retarget(cls, options: dict[str, Any], task: str) -> dict[str, Any]:
+        out = {**options, "tasks": [task]}
+        cls.check_options(**out)
+        return out
+
     @staticmethod
     def check_options(tasks=("find-non-living-thing",), simplification: str = "easy", examples: int = 2, **_: Any) -> None:
         """Checks that need no JVM (run by the config validation too)."""

@@ -1,0 +1,168 @@
+"""`python -m empo2.adapt --config FILE [ckpt_path=PATH] target_task=TASK [adapt.iterations=K]`.
+
+Out-of-distribution adaptation with memory only (EMPO2.md §8): a trained policy plays a new task
+for K iterations; after every episode it writes a tip, and from iteration 1 on it retrieves tips,
+exactly as in training, but no weight ever changes. Without `ckpt_path` the base model adapts,
+which is the Reflexion-style baseline.
+
+Why the training loop, frozen, rather than a second loop: tips must be written and retrieved
+*exactly* as in training (same datamodule, same TipMemory callback, same prompts, same ranks),
+so the adaptation run is a Lightning fit whose module has no optimizer (`FrozenPolicy`: no step
+can happen, and its parameters do not require gradients) and whose datamodule builds no training
+rows (`AdaptationData`). Iteration 0 plays without memory; its tips seed the memory.
+
+Writes `<run>/adapt/<task>-seed<S>/`: `memory/`, `trajectories/` (+ `index.html`), `logs/metrics.csv`,
+and `adaptation.csv` / `adaptation.png` (return per iteration). An earlier folder of the same name
+is moved aside (`.1`, `.2`, ...), never reused: its memory would leak into iteration 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+from datamodules import RolloutDataModule
+from empo2.config import Config, ConfigError, check_values, load_config, to_yaml
+from empo2.module import EMPO2Module
+
+
+class FrozenPolicy(EMPO2Module):
+    """The policy without an optimizer: a fit with it plays and scores episodes, nothing else."""
+
+    def configure_optimizers(self):
+        return None
+
+    def training_step(self, rows: list[dict[str, Any]], batch_idx: int) -> None:
+        return None
+
+    def on_train_epoch_end(self) -> None:
+        metrics = {"iteration": float(self.current_epoch), **self.trainer.datamodule.iteration_metrics}
+        self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=self.trainer.world_size > 1)
+
+
+class AdaptationData(RolloutDataModule):
+    """Rollouts of the target task: no memory at iteration 0, memory from then on; no training rows."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self.learn = False
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.cfg.adapt.split == "test":
+            self.train_instances = list(self.cfg.env.test_instances or self.envs[0].instances("test"))
+
+    def sample_modes(self, n_groups: int) -> list[str]:
+        return ["on_policy" if self.trainer.current_epoch == 0 else "on_policy_memory"] * n_groups
+
+
+def adaptation_config(cfg: Config) -> Config:
+    """The run config of an adaptation: the target task, memory on, every iteration a memory mode
+    (on-policy with tips; there is no update to be off-policy for), no novelty bonus (it only
+    shapes advantages), `adapt.iterations` iterations, its own run folder under the source run."""
+    from empo2.envs import env_class
+
+    a = cfg.adapt
+    out = copy.deepcopy(cfg)
+    if a.target_task is not None:
+        try:
+            out.env.options = env_class(cfg.env.name, cfg.env.cls).retarget(dict(cfg.env.options), a.target_task)
+        except ValueError as err:
+            raise ConfigError(f"adapt.target_task: {err}") from None
+        out.env.train_instances = out.env.test_instances = None
+    out.mode.p, out.mode.q, out.mode.granularity = 1.0, 0.0, "iteration"
+    out.memory.enabled = True
+    out.intrinsic.kind = "none"
+    if a.temperature is not None:
+        out.rollout.temperature = a.temperature
+    out.eval.val_every = 0
+    out.ckpt_path = None
+    out.out_dir = str(cfg.run_dir / "adapt")
+    out.name = f"{a.target_task or 'same-task'}-seed{cfg.seed}"
+    out.trainer = {**cfg.trainer, "max_epochs": a.iterations}
+    check_values(out)
+    return out
+
+
+def fresh_dir(path: Path) -> Path:
+    """`path`, empty: an existing folder is moved aside to `path.N`, never deleted."""
+    if path.exists():
+        k = 1
+        while path.with_name(f"{path.name}.{k}").exists():
+            k += 1
+        path.rename(path.with_name(f"{path.name}.{k}"))
+    path.mkdir(parents=True)
+    return path
+
+
+def adapt(cfg: Config) -> tuple[list[dict[str, float]], Path, FrozenPolicy]:
+    """Run the adaptation; return its per-iteration rows, its folder, and the (unchanged) policy."""
+    from empo2.fit import build_trainer, resolve_ckpt, write_pictures
+    from empo2.plots import adaptation_curve, iteration_rows, read_rows
+
+    ckpt = resolve_ckpt(cfg)
+    acfg = adaptation_config(cfg)
+    run_dir = fresh_dir(acfg.run_dir)
+    (run_dir / "config.yaml").write_text(to_yaml(acfg))
+    module = FrozenPolicy.from_checkpoint(acfg, ckpt)
+    module.policy.requires_grad_(False)
+    trainer = build_trainer(acfg, run_dir, checkpoints=False)
+    data = AdaptationData(acfg)
+    try:
+        trainer.fit(module, datamodule=data)
+    finally:
+        data.teardown("fit")
+    rows: list[dict[str, float]] = []
+    if trainer.global_rank == 0:
+        for r in iteration_rows(read_rows(run_dir / "logs" / "metrics.csv")):
+            rows.append({
+                "iteration": int(float(r["iteration"])), "memory": float(r["iteration"]) > 0,
+                "return": float(r["rollout/return"]), "success_rate": float(r["rollout/success_rate"]),
+                "memory_entries": float(r.get("memory/entries", 0) or 0),
+                "tips_per_retrieval": float(r.get("memory/tips_per_retrieval", 0) or 0),
+            })
+        with (run_dir / "adaptation.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        task = acfg.adapt.target_task or "the training task"
+        source = Path(ckpt).name if ckpt else "base model"
+        adaptation_curve([r["iteration"] for r in rows], [r["return"] for r in rows], run_dir / "adaptation.png",
+                         title=f"{source} → {task}", success=[r["success_rate"] for r in rows])
+        write_pictures(run_dir, acfg.name)
+    return rows, run_dir, module
+
+
+def parse_overrides(items: list[str]) -> list[str]:
+    """`target_task=X` is short for `adapt.target_task=X`."""
+    return [f"adapt.{item}" if item.startswith("target_task=") else item for item in items]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m empo2.adapt", description="Adapt a policy to a new task with memory only.")
+    parser.add_argument("--config", action="append", help="the YAML file(s) the policy was trained with")
+    parser.add_argument("overrides", nargs="*", help="ckpt_path=last|PATH target_task=TASK adapt.iterations=K ...")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, parse_overrides(args.overrides))
+        rows, run_dir, _ = adapt(cfg)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    if rows:
+        print(f"adaptation folder: {run_dir}")
+        for r in rows:
+            print(f"iteration {r['iteration']:>2}  {'memory   ' if r['memory'] else 'no memory'}  "
+                  f"return {r['return']:8.2f}  success {r['success_rate']:.2f}  memory entries {r['memory_entries']:.0f}")
+        first, best = rows[0]["return"], max(r["return"] for r in rows[1:]) if len(rows) > 1 else rows[0]["return"]
+        if first:
+            print(f"best return with memory vs iteration 0: {100 * (best - first) / abs(first):+.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
