@@ -248,6 +248,16 @@ class AdaptConfig:
 
 
 @dataclass
+class CompareConfig:
+    methods: list[str] = field(default_factory=lambda: ["naive", "reflexion", "grpo", "empo2"])
+    """`python -m empo2.compare`: methods to run (naive, reflexion, grpo, empo2)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds; every method runs once per seed and task."""
+    tasks: Optional[list[str]] = None
+    """Tasks (the environment retargets `env.options`, as for adaptation); unset: the config's own."""
+
+
+@dataclass
 class ShardingConfig:
     mixed_precision: str = "none"
     """fsdp/fsdp2 only: `bf16` or `fp16` computes in that dtype while the sharded float32 weights,
@@ -308,6 +318,8 @@ class Config:
     """Checkpointing."""
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     """Adaptation with memory only (`python -m empo2.adapt`, EMPO2.md §8)."""
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    """Baselines in one harness (`python -m empo2.compare`)."""
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
     """Options of the sharded strategies (`trainer.strategy` fsdp or fsdp2)."""
     trainer: dict[str, Any] = field(
@@ -351,6 +363,7 @@ _NON_NEGATIVE = (
     "algo.clip_low", "algo.clip_high", "algo.adv_eps", "model.lora.dropout", "intrinsic.coef",
     "memory.tip_temperature",
 )
+COMPARE_METHODS = ("naive", "reflexion", "grpo", "empo2")
 _PROBABILITIES = ("mode.p", "mode.q")
 # Logger name -> packages that provide it (any one of them).
 _LOGGER_PACKAGES: dict[str, tuple[str, ...]] = {"csv": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
@@ -418,6 +431,11 @@ def check_values(cfg: Config) -> None:
             f"engine.max_model_len: {cfg.engine.max_model_len} leaves no room to generate after "
             f"rollout.max_prompt_tokens={cfg.rollout.max_prompt_tokens}"
         )
+    unknown = [m for m in cfg.compare.methods if m not in COMPARE_METHODS]
+    if unknown or not cfg.compare.methods:
+        raise ConfigError(f"compare.methods: {unknown or 'empty'}; choose from {', '.join(COMPARE_METHODS)}")
+    if not cfg.compare.seeds:
+        raise ConfigError("compare.seeds: give at least one seed")
     if cfg.eval.max_instances is not None and cfg.eval.max_instances < 1:
         raise ConfigError(f"eval.max_instances: must be >= 1, got {cfg.eval.max_instances}")
     bad = [name for name in cfg.logging.loggers if name not in _LOGGER_PACKAGES]

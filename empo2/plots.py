@@ -80,6 +80,9 @@ def learning_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "
             ax.plot(*zip(*val), color="tab:red", marker="D", linestyle="--", label="validation return")
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("mean episode return (rollouts)")
     axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(title or "Learning curve")
@@ -96,9 +99,13 @@ def adaptation_curve(iterations: Sequence[int], returns: Sequence[float], out_pn
         ax.scatter([iterations[0]], [returns[0]], color="tab:blue", marker="o", s=60, zorder=3, label="iteration 0: no memory")
     if success is not None:
         ax2 = ax.twinx()
-        ax2.plot(iterations, success, color="0.5", linestyle=":", label="success rate")
+        ax2.plot(iterations, success, color="0.5", linestyle=":", label="success rate (right axis)")
         ax2.set_ylabel("success rate")
+        ax2.legend(loc="lower left", fontsize=8)
         ax2.set_ylim(-0.05, 1.05)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("adaptation iteration (no weight updates)")
     ax.set_ylabel("mean episode return")
     ax.grid(alpha=0.3)
@@ -131,11 +138,20 @@ def score_bars(groups: dict[str, dict[str, float]], out_png: str | Path, ylabel:
     return _save(fig, out_png)
 
 
+def axis_labels(fig: Any) -> list[dict[str, str]]:
+    """Title and axis labels of each plot in a figure (also stored in the PNG, see `_save`)."""
+    return [{"title": ax.get_title(), "x": ax.get_xlabel(), "y": ax.get_ylabel()} for ax in fig.get_axes()]
+
+
 def _save(fig: Any, out_png: str | Path) -> Path:
+    """Write the PNG with its plots' labels in a text chunk (`Axes`), so tools and tests can read
+    what a picture shows without looking at it."""
+    import json
+
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, metadata={"Axes": json.dumps(axis_labels(fig))})
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -1,0 +1,76 @@
+"""Adaptation with memory only: no weight changes, memory grows as specified, iteration 0 has none."""
+
+import csv
+import json
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+from empo2.adapt import adapt, adaptation_config, fresh_dir, parse_overrides
+from empo2.config import ConfigError, load_config
+from empo2.fit import fit
+from empo2.memory import MemoryStore, memory_dir
+from empo2.module import EMPO2Module
+
+from conftest import tiny_overrides
+
+
+def test_adaptation_config_retargets_and_freezes(tiny_model, tmp_path):
+    cfg = load_config(None, tiny_overrides(tiny_model, tmp_path, name="src", **{
+        "adapt.target_task": "find-here", "adapt.iterations": 3, "mode.p": 0.0, "memory.enabled": False}))
+    a = adaptation_config(cfg)
+    assert a.env.options["target_in_start_room"] is True  # KeyRoom's other task
+    assert (a.mode.p, a.mode.q, a.memory.enabled, a.intrinsic.kind) == (1.0, 0.0, True, "none")
+    assert a.trainer["max_epochs"] == 3 and a.run_dir == tmp_path / "src" / "adapt" / "find-here-seed0"
+    with pytest.raises(ConfigError, match="adapt.target_task"):
+        adaptation_config(load_config(None, tiny_overrides(tiny_model, tmp_path, **{"adapt.target_task": "swim"})))
+    assert parse_overrides(["target_task=x", "seed=1"]) == ["adapt.target_task=x", "seed=1"]
+
+
+def test_fresh_dir_moves_an_old_folder_aside(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "keep.txt").write_text("old run")
+    fresh_dir(tmp_path / "a")
+    assert (tmp_path / "a.1" / "keep.txt").read_text() == "old run" and not any((tmp_path / "a").iterdir())
+
+
+@pytest.mark.slow
+def test_adaptation_changes_no_weight_and_grows_memory(warm_model, tmp_path):
+    over = tiny_overrides(warm_model, tmp_path, name="src", **{"trainer.max_epochs": 1})
+    fit(load_config(None, over))
+    ckpt = tmp_path / "src" / "checkpoints" / "last.ckpt"
+    cfg = load_config(None, over + ["ckpt_path=last"])
+    before = {k: v.clone() for k, v in EMPO2Module.from_checkpoint(cfg, str(ckpt)).state_dict().items()}
+
+    # Every iteration plays all 8 instances (memory slots are per instance, so iteration 1 meets
+    # the instances whose tips iteration 0 wrote).
+    rows, run, module = adapt(load_config(None, over + [
+        "ckpt_path=last", "adapt.target_task=find-here", "adapt.iterations=2",
+        "rollout.tasks_per_iteration=8", "rollout.group_size=2"]))
+    assert run == tmp_path / "src" / "adapt" / "find-here-seed0"
+    # The policy the loop ran is bitwise the checkpoint's (the module has no optimizer at all).
+    after = module.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+    assert not any(p.requires_grad for p in module.parameters())  # nothing an optimizer could change
+
+    with (run / "adaptation.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    assert [int(r["iteration"]) for r in table] == [0, 1]
+    episodes = [[json.loads(line) for line in (run / "trajectories" / f"iter_{k:05d}.jsonl").open()] for k in range(2)]
+    assert all(ep["mode"] == "on_policy" and all(not s["tips"] for s in ep["steps"]) for ep in episodes[0])
+    assert all(ep["mode"] == "on_policy_memory" for ep in episodes[1])
+    assert any(s["tips"] for ep in episodes[1] for s in ep["steps"])  # iteration 1 retrieved iteration 0's tips
+    # Memory grows by one entry per step of every episode with a tip (distinct entries), iteration by iteration.
+    written = [sum(len(ep["steps"]) for ep in eps if ep["tip"]) for eps in episodes]
+    entries = [float(r["memory_entries"]) for r in table]
+    assert 0 < entries[0] <= written[0] and entries[0] < entries[1] <= written[0] + written[1]
+    assert sum(MemoryStore(memory_dir(run)).counts().values()) == entries[1]
+    # The target task was played: KeyRoom's find-here puts the target in the hallway.
+    for ep in episodes[0]:
+        target = re.search(r"find the (.+?) and focus", ep["first_observation"]).group(1)
+        assert target in re.search(r"You see: (.*?)\.", ep["first_observation"]).group(1)
+    png = Image.open(run / "adaptation.png")
+    assert png.size[0] > 100 and "adaptation iteration" in png.text["Axes"]
+    assert (run / "logs" / "learning_curves.png").is_file() and (run / "trajectories" / "index.html").is_file()

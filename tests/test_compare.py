@@ -1,0 +1,63 @@
+"""The comparison harness end to end on the small environment, and its summary arithmetic."""
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from empo2.compare import MEAN, main, method_config, summarise
+from empo2.config import load_config
+
+from conftest import tiny_overrides
+
+
+def test_summary_means_and_stds_by_hand():
+    results = [
+        {"method": "a", "task": "t1", "seed": 0, "return": 10.0, "success_rate": 0.1},
+        {"method": "a", "task": "t1", "seed": 1, "return": 20.0, "success_rate": 0.2},
+        {"method": "a", "task": "t2", "seed": 0, "return": -30.0, "success_rate": 0.0},
+        {"method": "a", "task": "t2", "seed": 1, "return": 0.0, "success_rate": 0.0},
+    ]
+    means, stds = summarise(results)
+    assert means["a"]["t1"] == 15.0 and means["a"]["t2"] == -15.0
+    assert stds["a"]["t1"] == pytest.approx(7.0710678)  # sqrt(((10-15)^2 + (20-15)^2) / 1)
+    # mean over tasks per seed: seed 0 -> -10, seed 1 -> 10; mean 0, std sqrt(200)
+    assert means["a"][MEAN] == 0.0 and stds["a"][MEAN] == pytest.approx(14.1421356)
+
+
+def test_method_configs(tiny_model, tmp_path):
+    cfg = load_config(None, tiny_overrides(tiny_model, tmp_path, name="cmp"))
+    grpo = method_config(cfg, "grpo", "find-here", 3)
+    assert (grpo.mode.p, grpo.memory.enabled, grpo.intrinsic.kind, grpo.seed) == (0.0, False, "none", 3)
+    assert grpo.env.options["target_in_start_room"] is True
+    assert grpo.run_dir == tmp_path / "cmp" / "compare" / "find-here-seed3" / "grpo"
+    empo2 = method_config(cfg, "empo2", None, 0)
+    assert empo2.mode.p == cfg.mode.p and empo2.memory.enabled
+
+
+@pytest.mark.slow
+def test_compare_end_to_end(warm_model, tmp_path):
+    over = tiny_overrides(warm_model, tmp_path, name="cmp", **{
+        "trainer.max_epochs": 1, "eval.episodes_per_instance": 1, "compare.tasks": "[find,find-here]"})
+    assert main(over) == 0
+    out = tmp_path / "cmp" / "compare"
+    with (out / "results.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["method"], r["task"]) for r in rows] == [
+        (m, t) for t in ("find", "find-here") for m in ("naive", "reflexion", "grpo", "empo2")]
+    assert all(-100 <= float(r["return"]) <= 100 and 0 <= float(r["success_rate"]) <= 1 for r in rows)
+    summary = (out / "summary.md").read_text()
+    for method in ("naive", "reflexion", "grpo", "empo2"):
+        assert f"| {method} |" in summary
+    assert MEAN in summary
+    png = Image.open(out / "comparison.png")
+    labels = json.loads(png.text["Axes"])
+    assert labels[0]["x"] == "task" and labels[0]["y"] == "mean return (test split)"
+    # Each trained method left its own run with curves and episodes; GRPO wrote no memory.
+    for method in ("grpo", "empo2"):
+        run = out / "find-seed0" / method
+        assert (run / "logs" / "learning_curves.png").is_file() and (run / "trajectories" / "index.html").is_file()
+        assert (run / "eval").is_dir()
+    assert not (out / "find-seed0" / "grpo" / "memory").exists()
+    assert (out / "find-seed0" / "reflexion" / "adapt" / "same-task-seed0" / "adaptation.csv").is_file()
