@@ -74,3 +74,17 @@ def test_adaptation_changes_no_weight_and_grows_memory(warm_model, tmp_path):
     png = Image.open(run / "adaptation.png")
     assert png.size[0] > 100 and "adaptation iteration" in png.text["Axes"]
     assert (run / "logs" / "learning_curves.png").is_file() and (run / "trajectories" / "index.html").is_file()
+
+
+def test_paper_pairs_presets_load(tmp_path):
+    """conf/adapt/ holds the three ScienceWorld pairs of EMPO2.md §8, each a valid adaptation."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    presets = sorted((root / "conf" / "adapt").glob("*.yaml"))
+    assert len(presets) == 3
+    for preset in presets:
+        source, target = preset.stem.split("--")
+        cfg = load_config([root / "conf" / "sciworld.yaml", preset], [f"out_dir={tmp_path}"])
+        assert cfg.env.options["tasks"] == [source] and cfg.adapt.target_task == target
+        assert adaptation_config(cfg).env.options["tasks"] == [target]
