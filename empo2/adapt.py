@@ -60,20 +60,26 @@ class AdaptationData(RolloutDataModule):
         return ["on_policy" if self.trainer.current_epoch == 0 else "on_policy_memory"] * n_groups
 
 
+def retarget_env(cfg: Config, task: str, key: str) -> None:
+    """Point `cfg.env` at `task` in place (the environment's own `retarget`); instance lists set for
+    the old task no longer apply. Errors name `key`, the setting that asked for the task."""
+    from empo2.envs import env_class
+
+    try:
+        cfg.env.options = env_class(cfg.env.name, cfg.env.cls).retarget(dict(cfg.env.options), task)
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    cfg.env.train_instances = cfg.env.test_instances = None
+
+
 def adaptation_config(cfg: Config) -> Config:
     """The run config of an adaptation: the target task, memory on, every iteration a memory mode
     (on-policy with tips; there is no update to be off-policy for), no novelty bonus (it only
     shapes advantages), `adapt.iterations` iterations, its own run folder under the source run."""
-    from empo2.envs import env_class
-
     a = cfg.adapt
     out = copy.deepcopy(cfg)
     if a.target_task is not None:
-        try:
-            out.env.options = env_class(cfg.env.name, cfg.env.cls).retarget(dict(cfg.env.options), a.target_task)
-        except ValueError as err:
-            raise ConfigError(f"adapt.target_task: {err}") from None
-        out.env.train_instances = out.env.test_instances = None
+        retarget_env(out, a.target_task, "adapt.target_task")
     out.mode.p, out.mode.q, out.mode.granularity = 1.0, 0.0, "iteration"
     out.memory.enabled = True
     out.intrinsic.kind = "none"

@@ -33,16 +33,12 @@ MEAN = "mean over tasks"
 
 def method_config(cfg: Config, method: str, task: str | None, seed: int) -> Config:
     """The config of one method on one task and seed (its own run folder)."""
-    from empo2.envs import env_class
+    from empo2.adapt import retarget_env
 
     out = copy.deepcopy(cfg)
     out.seed = seed
     if task is not None:
-        try:
-            out.env.options = env_class(cfg.env.name, cfg.env.cls).retarget(dict(cfg.env.options), task)
-        except ValueError as err:
-            raise ConfigError(f"compare.tasks: {err}") from None
-        out.env.train_instances = out.env.test_instances = None
+        retarget_env(out, task, "compare.tasks")
     out.out_dir = str(cfg.run_dir / "compare" / f"{task or 'task'}-seed{seed}")
     out.name = method
     out.ckpt_path = None

@@ -30,6 +30,8 @@ class HFEngine(RolloutEngine):
         self.model = model
         self.source = source
         """The sharded policy whose gathered weights `model` (a replica) serves; None: `model` is the policy."""
+        self.adapters_only = source is not None and any(not p.requires_grad for p in source.parameters())
+        """LoRA: only the trainable weights change, so a sync copies only those."""
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         eos = tokenizer.eos_token_id
@@ -58,7 +60,7 @@ class HFEngine(RolloutEngine):
 
     def sync_weights(self) -> None:
         if self.source is not None:
-            self._copy_weights(trainable_only=any(not p.requires_grad for p in self.source.parameters()))
+            self._copy_weights(trainable_only=self.adapters_only)
 
     def stop_token_ids(self, stop: list[str]) -> set[int] | None:
         """Token ids that end generation for these stops, or None when a stop can span tokens."""
