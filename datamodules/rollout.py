@@ -296,6 +296,7 @@ class RolloutDataModule(L.LightningDataModule):
             "rollout/episode_length": sum(len(ep.steps) for ep in episodes) / n,
             "rollout/truncated_rate": sum(ep.truncated for ep in episodes) / n,
             "rollout/raw_valid_action_rate": stats.raw_valid_actions / max(stats.turns, 1),
+            "rollout/malformed_rate": stats.malformed / max(stats.turns, 1),
             "rollout/generated_tokens": float(stats.generated_tokens),
             "rollout/gen_tokens_per_s": stats.generated_tokens / max(stats.generation_s, 1e-9),
             "rollout/dropped_history_turns": float(stats.dropped_turns),

@@ -49,10 +49,13 @@ class Conversation:
     """Appended to the latest user message only."""
     tips_scope: str = "all"
     """`all`: every user message shows its own tips; `current`: only the latest one does."""
+    history: str = "chat"
+    """`chat`: the prompt is every message; `latest`: only the last one (an environment that writes
+    a self-contained message per step, e.g. WebShop)."""
 
     def prefix(self, n_messages: int) -> "Conversation":
         """The conversation as it stood with its first `n_messages` messages."""
-        return Conversation(list(self.messages[:n_messages]), self.instruction, self.tips_scope)
+        return Conversation(list(self.messages[:n_messages]), self.instruction, self.tips_scope, self.history)
 
     def add_user(self, content: str, tips: list[str] | None = None) -> None:
         self.messages.append(Message("user", content, list(tips or [])))
@@ -62,7 +65,10 @@ class Conversation:
 
     def chat(self, with_tips: bool = True, drop_turns: int = 0) -> list[dict[str, Any]]:
         """Plain chat messages; `drop_turns` removes that many oldest turn pairs after the first."""
-        msgs = self.messages[:1] + self.messages[1 + 2 * drop_turns:]
+        if self.history == "latest":
+            msgs = self.messages[-1:]
+        else:
+            msgs = self.messages[:1] + self.messages[1 + 2 * drop_turns:]
         out = []
         for i, m in enumerate(msgs):
             parts = [m.content]
@@ -75,7 +81,7 @@ class Conversation:
 
     def render(self, tokenizer, max_tokens: int, with_tips: bool = True) -> Rendered:
         """Token ids of the prompt (generation prompt included), within `max_tokens`."""
-        max_drop = max(0, (len(self.messages) - 2) // 2)
+        max_drop = 0 if self.history == "latest" else max(0, (len(self.messages) - 2) // 2)
         drop = 0
         while True:
             text = tokenizer.apply_chat_template(

@@ -36,17 +36,12 @@ class RolloutStats:
     tips_s: float = 0.0
     turns: int = 0
     raw_valid_actions: int = 0
+    malformed: int = 0
+    """Answers the environment's `parse_action` called malformed (penalised by its format_penalty)."""
     dropped_turns: int = 0
     prompts_too_long: int = 0
     env_errors: int = 0
     extra: dict[str, float] = field(default_factory=dict)
-
-
-def first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
 
 
 def run_episodes(
@@ -89,7 +84,8 @@ def run_episodes(
                 bar.update(1)
                 free.append(slot)
                 continue
-            ep.conversation = Conversation(instruction=env.turn_instruction(), tips_scope=tips_scope)
+            ep.conversation = Conversation(instruction=env.turn_instruction(), tips_scope=tips_scope,
+                                           history=env.prompt_history)
             ep.conversation.add_user(env.first_message(obs, info))
             ep.task = str(info.get("task") or ep.instance)
             ep.observations = [obs]
@@ -117,14 +113,15 @@ def run_episodes(
         stats.generation_s += t3 - t2
         still: list[int] = []
         for i, ep, rend, gen, ep_tips in zip(active, batch, rendered, gens, tips):
-            action = first_line(gen.text)
+            env = envs[slot_of[i]]
+            action, well_formed = env.parse_action(gen.text)
             stats.generated_tokens += len(gen.token_ids)
             stats.turns += 1
             stats.dropped_turns += rend.dropped_turns
             stats.prompts_too_long += int(rend.too_long)
             te = time.perf_counter()
             try:
-                result = envs[slot_of[i]].step(action)
+                result = env.step(action)
             except Exception as err:  # noqa: BLE001
                 ep.truncated, ep.error = True, f"step: {type(err).__name__}: {err}"
                 stats.env_errors += 1
@@ -133,10 +130,12 @@ def run_episodes(
                 continue
             stats.env_s += time.perf_counter() - te
             stats.raw_valid_actions += int(bool(result.info.get("raw_valid", False)))
+            stats.malformed += int(not well_formed)
+            reward = float(result.reward) - (0.0 if well_formed else env.format_penalty)
             ep.steps.append(Step(
                 prompt_ids=rend.ids, response_ids=gen.token_ids, engine_logprobs=gen.logprobs,
                 response_text=gen.text, action=action, observation=result.observation,
-                reward=float(result.reward), info=result.info, tips=list(ep_tips),
+                reward=reward, info={**result.info, "well_formed": well_formed}, tips=list(ep_tips),
                 dropped_turns=rend.dropped_turns, n_messages=len(ep.conversation.messages), retrieved=len(ep_tips),
             ))
             ep.conversation.add_assistant(action)
@@ -147,7 +146,7 @@ def run_episodes(
                 ep.truncated = True
                 finish(i)
             else:
-                ep.conversation.add_user(result.observation)
+                ep.conversation.add_user(env.next_message(result.observation, result.info))
                 ep.observations.append(result.observation)
                 still.append(i)
         active = still

@@ -34,6 +34,11 @@ class TextEnv(ABC):
 
     name: ClassVar[str] = "text-env"
     default_max_turns: ClassVar[int] = 30
+    prompt_history: ClassVar[str] = "chat"
+    """`chat`: the prompt is the whole episode as a chat (observation / action turns); `latest`:
+    only the latest user message, which the environment writes to carry what it wants of the past."""
+    format_penalty: float = 0.0
+    """Subtracted from the reward of a step whose answer `parse_action` calls malformed."""
 
     @abstractmethod
     def instances(self, split: str) -> list[str]:
@@ -65,12 +70,28 @@ class TextEnv(ABC):
         """Content of the first user message (observation plus instructions)."""
         return observation
 
+    def next_message(self, observation: str, info: dict[str, Any]) -> str:
+        """Content of the user message after a step (the observation by default)."""
+        return observation
+
     def turn_instruction(self) -> str:
         """Short instruction appended to the latest user message only (not kept in history)."""
         return "Reply with exactly one action on one line and nothing else."
 
+    def parse_action(self, text: str) -> tuple[str, bool]:
+        """(the action to send to `step`, whether the answer was well formed) from the model's text.
+        Default: the first non-empty line, always well formed."""
+        return first_line(text), True
+
     def close(self) -> None:
         """Release processes and files."""
+
+
+def first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
 
 
 ENVS: Registry[type[TextEnv]] = Registry("environment")
