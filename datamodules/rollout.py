@@ -157,7 +157,7 @@ class RolloutDataModule(L.LightningDataModule):
         engine.release_memory()  # generation is over until the next iteration (tips included)
         t2 = time.perf_counter()
         advantages = ADVANTAGES.get(self.cfg.algo.advantage)(
-            [ep.total_return for ep in episodes], [ep.group for ep in episodes],
+            [ep.discounted_return(self.cfg.algo.gamma) for ep in episodes], [ep.group for ep in episodes],
             [len(ep.steps) for ep in episodes], self.cfg.algo.adv_eps,
         )
         for ep, adv in zip(episodes, advantages):
@@ -240,6 +240,14 @@ class RolloutDataModule(L.LightningDataModule):
                     wanted[k] = len(pairs)
                     pairs.append((prompt, row["response_ids"]))
         logps = module.compute_logprobs([p for p, _ in pairs], [r for _, r in pairs], self.cfg.rollout.temperature)
+        if self.cfg.algo.kl_coef > 0:  # log π_ref on the prompt each row is trained on
+            train_pairs: dict[tuple, int] = {}
+            for row in rows:
+                train_pairs.setdefault((tuple(row["train_prompt_ids"]), tuple(row["response_ids"])), len(train_pairs))
+            refs = module.compute_logprobs([list(p) for p, _ in train_pairs], [list(r) for _, r in train_pairs],
+                                           self.cfg.rollout.temperature, reference=True)
+            for row in rows:
+                row["ref_logprobs"] = refs[train_pairs[(tuple(row["train_prompt_ids"]), tuple(row["response_ids"]))]]
         m = self.cfg.mask
         for row in rows:
             resp = tuple(row["response_ids"])

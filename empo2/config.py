@@ -132,6 +132,14 @@ class AlgoConfig:
     """Dual-clip constant c: for A < 0 the loss is capped at −c·A."""
     log_ratio_clamp: float = 20.0
     """log π_θ − log π_old is clamped to ±this before exp."""
+    kl_coef: float = 0.0
+    """Weight of a KL penalty to the reference policy (the initial weights; with LoRA the base model
+    with adapters off), token-mean like the policy loss. 0 (ScienceWorld) skips it; WebShop uses 0.01."""
+    kl_estimator: str = "low_var_kl"
+    """Per-token KL estimator (registry in `empo2.loss`): `low_var_kl` (k3), `k1` or `k2`."""
+    gamma: float = 1.0
+    """Discount of the return each episode is judged by: R = Σ_t γ^t (r_t + r_int,t); 1 is the plain
+    sum of EMPO2.md §5 (WebShop: 0.95, so an earlier successful purchase is worth more)."""
 
 
 @dataclass
@@ -361,7 +369,7 @@ _POSITIVE = (
 _NON_NEGATIVE = (
     "rollout.temperature", "eval.temperature", "eval.val_every", "env.pool_size", "optim.weight_decay", "optim.grad_clip",
     "algo.clip_low", "algo.clip_high", "algo.adv_eps", "model.lora.dropout", "intrinsic.coef",
-    "memory.tip_temperature",
+    "memory.tip_temperature", "algo.kl_coef",
 )
 COMPARE_METHODS = ("naive", "reflexion", "grpo", "empo2")
 _PROBABILITIES = ("mode.p", "mode.q")
@@ -394,8 +402,9 @@ def _check_env_options(cfg: Config) -> None:
     if callable(check):
         try:
             check(**cfg.env.options)
-        except ValueError as err:
-            raise ConfigError(f"env.options: {err}") from None
+        except (ValueError, OSError) as err:  # OSError: a data file the options name is missing
+            msg = str(err)
+            raise ConfigError(msg if msg.startswith("env.options") else f"env.options: {msg}") from None
 
 
 def check_values(cfg: Config) -> None:
@@ -417,6 +426,8 @@ def check_values(cfg: Config) -> None:
             raise ConfigError(f"{key}: a cosine similarity in [-1, 1], got {_get(cfg, key)!r}")
     if cfg.mode.p > 0 and not cfg.memory.enabled:
         raise ConfigError("mode.p: memory modes need memory.enabled=true (or set mode.p=0 for plain GRPO)")
+    if not 0 < cfg.algo.gamma <= 1:
+        raise ConfigError(f"algo.gamma: a discount in (0, 1], got {cfg.algo.gamma}")
     if cfg.algo.clip_low >= 1:
         raise ConfigError(f"algo.clip_low: must be < 1, got {cfg.algo.clip_low}")
     if len(cfg.optim.betas) != 2:
@@ -448,10 +459,11 @@ def check_values(cfg: Config) -> None:
     _check_trainer(cfg.trainer)
     _check_strategy(cfg.trainer)
     from empo2.advantage import ADVANTAGES
-    from empo2.loss import LOSSES
+    from empo2.loss import KL_ESTIMATORS, LOSSES
 
     ADVANTAGES.check("algo.advantage", cfg.algo.advantage)
     LOSSES.check("algo.loss", cfg.algo.loss)
+    KL_ESTIMATORS.check("algo.kl_estimator", cfg.algo.kl_estimator)
 
 
 def _check_trainer(trainer: dict[str, Any]) -> None:

@@ -85,6 +85,12 @@ class Episode:
         """The return the advantage uses: Σ_t (r_t + r_int,t) (EMPO2.md §5)."""
         return self.extrinsic_return + self.intrinsic_return
 
+    def discounted_return(self, gamma: float = 1.0) -> float:
+        """R = Σ_t γ^t (r_t + r_int,t), the return the advantage judges (γ = 1: `total_return`)."""
+        if gamma == 1.0:
+            return self.total_return
+        return sum(gamma ** t * (s.reward + s.intrinsic) for t, s in enumerate(self.steps))
+
     @property
     def uses_memory(self) -> bool:
         return self.mode in ("on_policy_memory", "off_policy")

@@ -72,3 +72,29 @@ def dual_clip_ppo(
         ratio_sum=(ratio.detach() * mask).sum(),
         ratio_max=ratio_max,
     )
+
+
+# ---------------------------------------------------------------------------- KL to the reference
+# (log π_θ, log π_ref) per token -> KL estimate per token
+KLFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+KL_ESTIMATORS: Registry[KLFn] = Registry("KL estimator")
+
+
+@KL_ESTIMATORS.register("k1")
+def kl_k1(logp: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """k1 = log π_θ − log π_ref (unbiased, high variance, can be negative per token)."""
+    return logp - ref
+
+
+@KL_ESTIMATORS.register("k2")
+def kl_k2(logp: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """k2 = ½ (log π_θ − log π_ref)²."""
+    return 0.5 * (logp - ref) ** 2
+
+
+@KL_ESTIMATORS.register("low_var_kl")
+def kl_k3(logp: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """k3 = exp(log π_ref − log π_θ) − (log π_ref − log π_θ) − 1, clamped to [−10, 10]: non-negative,
+    unbiased for KL(π_θ ‖ π_ref) under samples from π_θ, low variance (the GRPO paper's estimator)."""
+    d = torch.clamp(ref - logp, -20.0, 20.0)
+    return torch.clamp(torch.exp(d) - d - 1.0, -10.0, 10.0)

@@ -26,7 +26,7 @@ import torch
 from empo2 import distributed as D
 from empo2.checkpoint import read_checkpoint
 from empo2.config import Config
-from empo2.loss import LOSSES
+from empo2.loss import KL_ESTIMATORS, LOSSES
 from empo2.models import build_policy, load_tokenizer
 from empo2 import sharding
 from empo2.token_batch import micro_batches, pack, response_logprobs
@@ -68,6 +68,9 @@ class EMPO2Module(L.LightningModule):
         self.pad_id = self.tokenizer.pad_token_id
         self.policy: torch.nn.Module | None = None
         self.loss_fn = LOSSES.get(cfg.algo.loss)
+        self.kl_fn = KL_ESTIMATORS.get(cfg.algo.kl_estimator)
+        self._frozen: dict[str, torch.nn.Module] = {}
+        """The reference policy of full fine-tuning (kept out of the state dict and checkpoints)."""
         self._stats: dict[str, float] = defaultdict(float)
 
     # ------------------------------------------------------------------ model
@@ -78,6 +81,23 @@ class EMPO2Module(L.LightningModule):
         policy = build_policy(self.cfg.model, self.cfg.seed)
         strategy = self._trainer.strategy if self._trainer is not None else None
         self.policy = sharding.shard_policy(policy, strategy, self.cfg)
+        if self.cfg.algo.kl_coef > 0 and not self.cfg.model.lora.enabled:
+            # Full fine-tuning: a frozen copy of the initial weights (sharded like the policy).
+            # With LoRA the reference is the policy itself with its adapters switched off.
+            reference = build_policy(self.cfg.model, self.cfg.seed).requires_grad_(False).eval()
+            self._frozen["reference"] = sharding.shard_policy(reference, strategy, self.cfg)
+
+    def reference_model(self) -> tuple[torch.nn.Module, Any]:
+        """(model, context manager) that compute log π_ref: the base model for the KL penalty."""
+        assert self.policy is not None
+        if self.cfg.model.lora.enabled:
+            return self.policy, sharding.unwrapped(self.policy).disable_adapter
+        reference = self._frozen.get("reference")
+        if reference is None:
+            raise RuntimeError("algo.kl_coef > 0 needs the reference policy (configure_model builds it)")
+        if not sharding.is_sharded(reference):
+            reference.to(self.device)
+        return reference, nullcontext
 
     @classmethod
     def from_checkpoint(cls, cfg: Config, path: str | None) -> "EMPO2Module":
@@ -122,10 +142,13 @@ class EMPO2Module(L.LightningModule):
     # ------------------------------------------------------------------ log-probs
     @torch.no_grad()
     def compute_logprobs(
-        self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], temperature: float = 1.0
+        self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], temperature: float = 1.0,
+        reference: bool = False,
     ) -> list[list[float]]:
-        """Per-token log-probs of each response under the current weights (eval mode)."""
+        """Per-token log-probs of each response under the current weights (eval mode), or under the
+        reference policy (`reference=True`, for the KL penalty)."""
         assert self.policy is not None
+        model, context = self.reference_model() if reference else (self.policy, nullcontext)
         was_training = self.policy.training
         self.policy.eval()
         out: list[list[float]] = [[] for _ in prompts]
@@ -140,8 +163,8 @@ class EMPO2Module(L.LightningModule):
                 idx = chunks[k] if k < len(chunks) else []
                 batch = pack([prompts[i] for i in idx], [responses[i] for i in idx], self.pad_id) if idx \
                     else self._empty_batch()
-                with precision():
-                    logp = response_logprobs(self.policy, batch.to(self.device), temperature).float().cpu()
+                with precision(), context():
+                    logp = response_logprobs(model, batch.to(self.device), temperature).float().cpu()
                 for row, i in enumerate(idx):
                     out[i] = logp[row, : len(responses[i])].tolist()
         finally:
@@ -193,9 +216,16 @@ class EMPO2Module(L.LightningModule):
                 dual_clip=a.dual_clip, log_ratio_clamp=a.log_ratio_clamp,
             )
             s["masked_tokens"] += float(batch.response_mask.sum() - mask.sum())
-            loss = terms.loss_sum * scale
+            loss_sum = terms.loss_sum
+            if a.kl_coef > 0:  # KL to the reference, token-mean over the same tokens as the policy loss
+                ref = torch.tensor([_pad(r["ref_logprobs"], width) for r in mb], device=self.device)
+                kl_sum = (self.kl_fn(logp, ref) * mask).sum()
+                loss_sum = loss_sum + a.kl_coef * kl_sum
+                s["kl_sum"] += float(kl_sum.detach())
+                s["kl_tokens"] += float(mask.sum())
+            loss = loss_sum * scale
             self.manual_backward(loss)
-            loss_value += float(terms.loss_sum.detach()) / max(total_tokens, 1)
+            loss_value += float(loss_sum.detach()) / max(total_tokens, 1)
             s["clipped"] += float(terms.clipped)
             s["dual_clipped"] += float(terms.dual_clipped)
             s["ratio_sum"] += float(terms.ratio_sum)
@@ -260,6 +290,7 @@ class EMPO2Module(L.LightningModule):
             "train/ratio_max": s["ratio_max"],
             "train/optimizer_steps": s["steps"],
             "train/masked_token_frac": s["masked_tokens"] / max(s["response_tokens"], 1),
+            "train/kl": s["kl_sum"] / max(s["kl_tokens"], 1),
             "train/trained_tokens_per_s": s["real_tokens"] / max(s["update_s"], 1e-9),
             "train/padding_share": 1.0 - s["real_tokens"] / max(s["padded_tokens"], 1),
             "time/update_s": s["update_s"],

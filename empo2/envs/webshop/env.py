@@ -84,10 +84,8 @@ class WebShopEnv(TextEnv):
         small official set, `""` for the full one). `goals`: `synthetic` or `human`. `seed`: the
         original's 233 makes prices and goal order reproducible. `reward`: `success` trains on
         success_reward × success, `raw` on the purchase reward r."""
-        if reward not in ("success", "raw"):
-            raise ValueError(f"env.options.reward: must be 'success' or 'raw', got {reward!r}")
-        if num_test_goals < 0 or max_turns < 1 or history_length < 0:
-            raise ValueError("env.options: num_test_goals and history_length must be >= 0, max_turns >= 1")
+        self.check_options(data_dir=data_dir, variant=variant, goals=goals, reward=reward,
+                           num_test_goals=num_test_goals, max_turns=max_turns, history_length=history_length)
         self.store = store_for(data_dir, variant, goals, seed, num_products, index_dir)
         if num_test_goals >= len(self.store.goals):
             raise ValueError(f"env.options.num_test_goals: {num_test_goals} leaves no training goals "
@@ -101,6 +99,21 @@ class WebShopEnv(TextEnv):
         self.goal: Optional[Goal] = None
         self.history: list[tuple[str, str]] = []
         self._observation = ""
+
+    @staticmethod
+    def check_options(data_dir: Optional[str] = None, variant: str = "1000", goals: str = "synthetic",
+                      reward: str = "success", num_test_goals: int = 500, max_turns: int = 15,
+                      history_length: int = 2, **_: Any) -> None:
+        """Cheap checks run at config time (the files must exist; nothing is loaded)."""
+        if goals not in ("synthetic", "human"):
+            raise ValueError(f"goals: must be 'synthetic' or 'human', got {goals!r}")
+        if reward not in ("success", "raw"):
+            raise ValueError(f"reward: must be 'success' or 'raw', got {reward!r}")
+        if num_test_goals < 0 or max_turns < 1 or history_length < 0:
+            raise ValueError("num_test_goals and history_length must be >= 0, max_turns >= 1")
+        files = resolve_files(data_dir, variant)
+        if goals == "human" and files.human is None:
+            raise ValueError(f"goals=human needs items_human_ins.json in {files.products.parent}")
 
     # ------------------------------------------------------------------ instances
     def instances(self, split: str) -> list[str]:
