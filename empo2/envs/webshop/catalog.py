@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 DATA_ENV_VAR = "EMPO2_WEBSHOP_DATA"
-"""Environment variable naming the folder with the official files (used when `data_dir` is unset)."""
+"""Environment variable naming the folder with the official files (`data_dir: official`)."""
 SYNTHETIC_DIR = Path(__file__).with_name("synthetic_catalog")
 DUMMY_ATTRIBUTE = "DUMMY_ATTR"
 DEFAULT_PRICE = 100.0
@@ -117,12 +117,17 @@ class CatalogFiles:
     human: Optional[Path]
 
 
-def resolve_files(data_dir: Optional[str], variant: str = "1000") -> CatalogFiles:
-    """The three files in `data_dir` (`synthetic`: the bundled catalog; unset: $EMPO2_WEBSHOP_DATA,
-    else the bundled catalog). `variant` picks `items_shuffle_<variant>.json` and
+def resolve_files(data_dir: str, variant: str = "1000") -> CatalogFiles:
+    """The files in `data_dir`: a folder, `official` (the folder named by $EMPO2_WEBSHOP_DATA) or
+    `synthetic` (the bundled catalog). `variant` picks `items_shuffle_<variant>.json` and
     `items_ins_v2_<variant>.json` (`""`: the full `items_shuffle.json`, `items_ins_v2.json`)."""
-    if data_dir is None:
-        data_dir = os.environ.get(DATA_ENV_VAR) or "synthetic"
+    if data_dir == "official":
+        if not os.environ.get(DATA_ENV_VAR):
+            raise FileNotFoundError(
+                f"env.options.data_dir: 'official' reads the folder named by ${DATA_ENV_VAR}, which is not set "
+                "(point it at the folder holding items_shuffle_1000.json, items_ins_v2_1000.json, items_human_ins.json)"
+            )
+        data_dir = os.environ[DATA_ENV_VAR]
     if data_dir == "synthetic":
         folder, variant = SYNTHETIC_DIR, "synthetic"
     else:

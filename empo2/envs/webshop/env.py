@@ -42,7 +42,7 @@ class Store:
 _STORES: dict[tuple, Store] = {}
 
 
-def store_for(data_dir: Optional[str], variant: str, goals: str, seed: int, num_products: Optional[int],
+def store_for(data_dir: str, variant: str, goals: str, seed: int, num_products: Optional[int],
               index_dir: Optional[str]) -> Store:
     """The process's store for these options (built on first use)."""
     files = resolve_files(data_dir, variant)
@@ -65,7 +65,7 @@ class WebShopEnv(TextEnv):
 
     def __init__(
         self,
-        data_dir: Optional[str] = None,
+        data_dir: str = "synthetic",
         variant: str = "1000",
         goals: str = "synthetic",
         seed: int = 233,
@@ -79,8 +79,8 @@ class WebShopEnv(TextEnv):
         history_length: int = 2,
         index_dir: Optional[str] = None,
     ) -> None:
-        """`data_dir`: folder with the official files, `synthetic` (the bundled catalog), or unset
-        ($EMPO2_WEBSHOP_DATA, else the bundled catalog). `variant`: file suffix (`1000` for the
+        """`data_dir`: `synthetic` (the bundled catalog), `official` (the folder named by
+        $EMPO2_WEBSHOP_DATA) or a folder with the official files. `variant`: file suffix (`1000` for the
         small official set, `""` for the full one). `goals`: `synthetic` or `human`. `seed`: the
         original's 233 makes prices and goal order reproducible. `reward`: `success` trains on
         success_reward × success, `raw` on the purchase reward r."""
@@ -101,7 +101,7 @@ class WebShopEnv(TextEnv):
         self._observation = ""
 
     @staticmethod
-    def check_options(data_dir: Optional[str] = None, variant: str = "1000", goals: str = "synthetic",
+    def check_options(data_dir: str = "synthetic", variant: str = "1000", goals: str = "synthetic",
                       reward: str = "success", num_test_goals: int = 500, max_turns: int = 15,
                       history_length: int = 2, **_: Any) -> None:
         """Cheap checks run at config time (the files must exist; nothing is loaded)."""
