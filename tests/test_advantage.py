@@ -41,3 +41,15 @@ def test_step_level_single_row_keeps_its_return():
 
 def test_registry():
     assert ADVANTAGES.names() == ["grpo", "grpo_step"]
+
+
+def test_discounted_return_by_hand():
+    from empo2.episode import Episode, Step
+
+    def step(reward, intrinsic=0.0):
+        return Step([], [], [], "", "", "", reward, intrinsic=intrinsic)
+
+    ep = Episode(uid="0", instance="i", group="g", steps=[step(0.0, 0.5), step(-0.1), step(10.0)])
+    # γ = 0.95: 0.5 + 0.95·(−0.1) + 0.9025·10 = 0.5 − 0.095 + 9.025 = 9.43
+    assert ep.discounted_return(0.95) == pytest.approx(9.43)
+    assert ep.discounted_return(1.0) == ep.total_return == pytest.approx(10.4)

@@ -68,3 +68,16 @@ def test_registry_knows_the_loss():
     assert LOSSES.get("dual_clip_ppo") is dual_clip_ppo
     with pytest.raises(KeyError, match="registered: dual_clip_ppo"):
         LOSSES.get("nope")
+
+
+def test_kl_estimators_by_hand():
+    from empo2.loss import KL_ESTIMATORS
+
+    logp = torch.tensor([-1.0, -2.0, -1.0, -30.0])
+    ref = torch.tensor([-2.0, -1.0, -1.0, -1.0])
+    # d = ref − logp = −1, 1, 0, 29
+    assert torch.allclose(KL_ESTIMATORS.get("k1")(logp, ref), torch.tensor([1.0, -1.0, 0.0, -29.0]))
+    assert torch.allclose(KL_ESTIMATORS.get("k2")(logp, ref), torch.tensor([0.5, 0.5, 0.0, 420.5]))
+    # k3 = e^d − d − 1: e^−1 = 0.367879, e − 2 = 0.718282, 0, and e^20 − 21 clamped to 10
+    k3 = KL_ESTIMATORS.get("low_var_kl")(logp, ref)
+    assert torch.allclose(k3, torch.tensor([0.367879, 0.718282, 0.0, 10.0]), atol=1e-6)

@@ -34,3 +34,19 @@ def test_lora_checkpoint_holds_only_adapters(warm_model, tmp_path):
     keys = list(ckpt["state_dict"])
     assert keys and all(".lora_A." in k or ".lora_B." in k for k in keys)
     assert ckpt["RolloutDataModule"]["next_iteration"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_kl_to_reference_starts_at_zero_and_stays_out_of_checkpoints(warm_model, tmp_path, lora):
+    # One optimizer step per iteration: the first one is taken while the policy still equals the
+    # reference (LoRA: adapters off; full: the frozen copy), so its KL is 0; after it, KL > 0.
+    over = {"model.lora.enabled": lora, "algo.kl_coef": 0.5, "trainer.max_epochs": 2, "optim.mini_batch_size": 1000,
+            "optim.lr": 1e-3}
+    fit(load_config(None, tiny_overrides(warm_model, tmp_path, name="kl", **over)))
+    with (tmp_path / "kl" / "logs" / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert float(rows[0]["train/kl"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(rows[1]["train/kl"]) > 1e-6
+    ckpt = torch.load(tmp_path / "kl" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert not any("reference" in k or "_frozen" in k for k in ckpt["state_dict"])
