@@ -86,5 +86,19 @@ def test_readme_reference_matches_schema():
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "conf").glob("*.yaml")))
-def test_shipped_configs_validate(path):
+def test_shipped_configs_validate(path, tmp_path, monkeypatch):
+    # conf/webshop.yaml reads the official files from $EMPO2_WEBSHOP_DATA: a copy of the synthetic
+    # catalog under the official names stands in for them.
+    import shutil
+
+    from empo2.envs.webshop.catalog import DATA_ENV_VAR, SYNTHETIC_DIR
+
+    for name in ("items_shuffle", "items_ins_v2"):
+        shutil.copy(SYNTHETIC_DIR / f"{name}_synthetic.json", tmp_path / f"{name}_1000.json")
+    shutil.copy(SYNTHETIC_DIR / "items_human_ins_synthetic.json", tmp_path / "items_human_ins.json")
+    monkeypatch.setenv(DATA_ENV_VAR, str(tmp_path))
     load_config(path)
+    if path.name == "webshop.yaml":
+        monkeypatch.delenv(DATA_ENV_VAR)
+        with pytest.raises(ConfigError, match=DATA_ENV_VAR):
+            load_config(path)

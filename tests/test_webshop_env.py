@@ -179,3 +179,32 @@ def test_rollout_penalises_malformed_answers_and_prompts_one_message_per_step(ti
             assert prompt.count("<|im_start|>user") == 1 and f"Steps taken so far: {t}." in prompt
             assert "<think>" in prompt  # the format instruction
         assert ep.extrinsic_return == pytest.approx(-0.3)
+
+
+@pytest.mark.slow
+def test_short_fit_on_the_synthetic_catalog(embedded_model, tmp_path):
+    """conf/webshop_cpu.yaml with the embedded model, shortened: one iteration of 1 goal × 2
+    rollouts, KL to the reference and γ on, then the run's files."""
+    import csv
+    import json
+
+    from empo2.fit import main
+
+    over = [f"out_dir={tmp_path}", "name=ws", f"model.name_or_path={embedded_model}", "env.options.max_turns=2",
+            f"env.options.index_dir={tmp_path / 'index'}", "rollout.group_size=2", "rollout.max_new_tokens=48",
+            "trainer.max_epochs=1", "eval.val_every=0", "memory.tip_max_tokens=16", "mode.p=0",
+            "logging.progress_bar=false"]
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "conf" / "webshop_cpu.yaml"
+    assert main(["--config", str(config), *over]) == 0
+    with (tmp_path / "ws" / "logs" / "metrics.csv").open() as fh:
+        row = next(csv.DictReader(fh))
+    assert float(row["train/optimizer_steps"]) >= 1 and float(row["train/kl"]) == pytest.approx(0.0, abs=1e-6)
+    assert 0.0 <= float(row["rollout/malformed_rate"]) <= 1.0
+    episodes = [json.loads(line) for line in (tmp_path / "ws" / "trajectories" / "iter_00000.jsonl").open()]
+    assert len(episodes) == 2 and all(1 <= len(ep["steps"]) <= 2 for ep in episodes)
+    for ep in episodes:
+        assert ep["instance"].startswith("webshop/") and int(ep["instance"].split("/")[1]) >= 500  # training goals
+        for step in ep["steps"]:
+            assert step["reward"] == pytest.approx(0.0 if step["info"]["well_formed"] else -0.1) or step["info"]["success"]

@@ -18,8 +18,8 @@ ACTION_TAG = re.compile(r"<action>(.*?)</action>", re.DOTALL | re.IGNORECASE)
 THINK_TAG = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 
 FORMAT_INSTRUCTION = (
-    "Think about the page and the request first, inside <think> </think>. Then give exactly one action "
-    "from the list above inside <action> </action>."
+    "Think about the page and the request first, then choose exactly one action from the list above. "
+    "Answer in this form:\n<think>your reasoning</think>\n<action>the action</action>"
 )
 
 
