@@ -81,9 +81,10 @@ class EMPO2Module(L.LightningModule):
         policy = build_policy(self.cfg.model, self.cfg.seed)
         strategy = self._trainer.strategy if self._trainer is not None else None
         self.policy = sharding.shard_policy(policy, strategy, self.cfg)
-        if self.cfg.algo.kl_coef > 0 and not self.cfg.model.lora.enabled:
-            # Full fine-tuning: a frozen copy of the initial weights (sharded like the policy).
-            # With LoRA the reference is the policy itself with its adapters switched off.
+        if self.cfg.algo.kl_coef > 0 and not self.cfg.model.lora.enabled and self._trainer is not None:
+            # Full fine-tuning: a frozen copy of the initial weights (sharded like the policy), built
+            # for training only (inference from a checkpoint needs no reference). With LoRA the
+            # reference is the policy itself with its adapters switched off.
             reference = build_policy(self.cfg.model, self.cfg.seed).requires_grad_(False).eval()
             self._frozen["reference"] = sharding.shard_policy(reference, strategy, self.cfg)
 
