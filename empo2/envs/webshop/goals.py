@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field
-from typing import Optional
 
 from empo2.envs.webshop.catalog import Product
 
@@ -93,8 +92,7 @@ def human_goals(products: list[Product], rng: random.Random) -> list[Goal]:
     return goals
 
 
-def build_goals(products: list[Product], rng: random.Random, seed: int, kind: str = "synthetic",
-                limit: Optional[int] = None) -> list[Goal]:
+def build_goals(products: list[Product], rng: random.Random, seed: int, kind: str = "synthetic") -> list[Goal]:
     """Goals of `kind` (synthetic | human), shuffled after reseeding `rng` with `seed`."""
     if kind not in ("synthetic", "human"):
         raise ValueError(f"env.options.goals: must be 'synthetic' or 'human', got {kind!r}")
@@ -103,4 +101,4 @@ def build_goals(products: list[Product], rng: random.Random, seed: int, kind: st
         raise ValueError(f"WebShop: the catalog yields no {kind} goals (no product has instructions)")
     rng.seed(seed)
     rng.shuffle(goals)
-    return goals[:limit] if limit is not None else goals
+    return goals

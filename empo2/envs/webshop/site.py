@@ -49,7 +49,6 @@ class Purchase:
 class SiteState:
     page: str = "search"
     """search, results, item, description, features, reviews or done."""
-    query: str = ""
     results: list[str] = field(default_factory=list)
     page_number: int = 1
     asin: str = ""
@@ -126,7 +125,7 @@ class WebShopSite:
             if not self.has_search_bar or not arg:
                 return False, None
             s = self.state
-            s.page, s.query, s.results, s.page_number = "results", arg, self.engine.search(arg), 1
+            s.page, s.results, s.page_number = "results", self.engine.search(arg), 1
             return True, None
         if arg not in self.clickables():
             return False, None
