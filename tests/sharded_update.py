@@ -8,6 +8,12 @@ their micro-batch counts differ and the lock-step padding runs). Old log-probs c
 module's own `compute_logprobs` on each rank's rows (sharded forwards of unequal counts too).
 Rank 0 saves the gathered full weights to OUT_FILE; Lightning re-launches this same command for
 the other ranks.
+
+The optimizer here is plain SGD, whose step is lr × gradient: two runs that sum the same gradient
+in another order then differ by lr × (that rounding), which a relative tolerance bounds. AdamW's
+first steps move each element by about lr whatever the size of its gradient, so an element whose
+gradient is rounding noise moves by a summation-order-dependent amount: a comparison of AdamW
+weights holds only by luck.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from empo2.module import EMPO2Module
 from empo2.sharding import build_strategy, gathered_weights
 
 ROWS_PER_STEP, STEPS, SHARE = 8, 2, 5  # rank 0 of two takes SHARE of each step's rows
+LR = 0.1  # SGD: four steps move weights by ~0.04, small enough that the second iteration's gradients stay a smooth function of the first's
 
 
 def step_rows(iteration: int, step: int, vocab: int) -> list[dict]:
@@ -55,10 +62,17 @@ class FixedRows(L.LightningDataModule):
         return DataLoader(rows, batch_sampler=batches, collate_fn=lambda b: b)
 
 
+class SGDModule(EMPO2Module):
+    """The real module (loss, micro-batches, lock-step, gradient sums) with an update linear in the gradient."""
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.trainable_parameters(), lr=self.cfg.optim.lr)
+
+
 def main(out: str, strategy: str, devices: str, model_dir: str, lora: str) -> None:
     cfg = load_config(None, [
         f"model.name_or_path={model_dir}", f"model.lora.enabled={lora}", "model.lora.r=4",
-        "optim.lr=1e-2", "optim.micro_batch_size=2", "optim.grad_clip=0",
+        f"optim.lr={LR}", "optim.micro_batch_size=2", "optim.grad_clip=0",
         f"trainer.strategy={strategy}", f"trainer.devices={devices}",
         f"trainer.accelerator={'gpu' if strategy == 'fsdp' else 'cpu'}",
     ])
@@ -68,7 +82,7 @@ def main(out: str, strategy: str, devices: str, model_dir: str, lora: str) -> No
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1,
     )
-    module = EMPO2Module(cfg)
+    module = SGDModule(cfg)
     trainer.fit(module, datamodule=FixedRows())
     weights = gathered_weights(module.policy, trainable_only=False)  # every rank joins the gather
     if trainer.global_rank == 0:

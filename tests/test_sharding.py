@@ -65,17 +65,24 @@ def sharded_update(tmp_path, strategy: str, devices: int, model: str, lora: bool
     return torch.load(out)
 
 
+UPDATE_RTOL = 1e-4
+"""Two runs of the same SGD steps whose gradients are summed in another order (micro-batches split
+over ranks, sharded reductions) differ per element by lr × the rounding of those sums: fp32 keeps
+~7 digits and a gradient element here sums at most a few thousand terms, so the difference is
+~1e-6 of the largest update element (measured 2e-6 for LoRA and full weights). 1e-4 leaves a wide margin; every
+real fault (a row lost or counted twice, a token count from one rank only, a missing reduction)
+changes the update by at least one row's share, 1/8 of it."""
+
+
 def assert_same_update(a: dict, b: dict, base: dict) -> None:
-    """Equal up to float summation order. AdamW's first steps divide each gradient element by its
-    own magnitude, so an element whose gradient is ~1e-9 (cancelling terms) may move by a visibly
-    different amount under another summation order; DDP against one process shows the same."""
+    """Equal updates up to float summation order (SGD: the update is lr × the summed gradient)."""
     assert abs(a["grad_norm_sum"] - b["grad_norm_sum"]) <= 1e-5 * b["grad_norm_sum"]
     wa, wb = a["weights"], b["weights"]
     assert set(wa) == set(wb)
-    diffs = torch.cat([(wa[k] - wb[k]).abs().flatten() for k in wa])
-    assert float((diffs <= 1e-5).float().mean()) >= 0.9999 and float(diffs.max()) < 1e-3
-    moved = max(float((wa[k] - base[k]).abs().max()) for k in wa)
-    assert moved > 1e-2  # the update was real (the comparison could fail)
+    moved = max(float((wb[k] - base[k]).abs().max()) for k in wb)
+    gap = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+    assert moved > 1e-3  # the update was real (weights are ~1e-2, far above fp32 resolution)
+    assert gap <= UPDATE_RTOL * moved, f"updates differ by {gap:.3g}, {gap / moved:.3g} of the largest update"
 
 
 @pytest.mark.slow
