@@ -33,6 +33,7 @@ from empo2.engines import RolloutEngine, SamplingParams, build_engine
 from empo2.envs import EnvPool, TextEnv, env_class
 from empo2.episode import Episode
 from empo2.module import update_prompts
+from empo2.peak_memory import PeakMemory
 from empo2.rollout import RolloutStats, run_episodes
 
 
@@ -63,6 +64,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.iteration_metrics: dict[str, float] = {}
         self.groups_per_rank = cfg.rollout.tasks_per_iteration
         self.learn = True
+        self.peak = PeakMemory()
         """False: play and score episodes (hooks included) but build no training rows (adaptation)."""
 
     # ------------------------------------------------------------------ lifecycle
@@ -133,6 +135,8 @@ class RolloutDataModule(L.LightningDataModule):
         torch.manual_seed(seed)
 
         t0 = time.perf_counter()
+        self.peak.reset()
+        memory: dict[str, float] = {}
         engine = self.engine_for(module)
         engine.sync_weights()
         instances = self.sample_instances()
@@ -153,8 +157,11 @@ class RolloutDataModule(L.LightningDataModule):
             tips_scope=self.cfg.memory.tips_in_history,
         )
         t1 = time.perf_counter()
+        memory |= self.peak.metrics("rollout")
+        self.peak.reset()
         self._call_hooks("on_rollout_end", episodes)
         engine.release_memory()  # generation is over until the next iteration (tips included)
+        memory |= self.peak.metrics("tips")
         t2 = time.perf_counter()
         advantages = ADVANTAGES.get(self.cfg.algo.advantage)(
             [ep.discounted_return(self.cfg.algo.gamma) for ep in episodes], [ep.group for ep in episodes],
@@ -164,13 +171,15 @@ class RolloutDataModule(L.LightningDataModule):
             ep.advantage = adv
         rows = self.build_rows(episodes, module.tokenizer) if self.learn else []
         t3 = time.perf_counter()
+        self.peak.reset()
         if rows:
             self.add_old_logprobs(rows, module)
+        memory |= self.peak.metrics("old_logprob")
         t4 = time.perf_counter()
         self._call_hooks("on_rollout_scored", episodes)
         self.episodes = episodes
         self.next_iteration = iteration + 1
-        self.iteration_metrics = self._metrics(episodes, rows, stats, rollout_s=t1 - t0, hooks_s=t2 - t1, logprob_s=t4 - t3)
+        self.iteration_metrics = memory | self._metrics(episodes, rows, stats, rollout_s=t1 - t0, hooks_s=t2 - t1, logprob_s=t4 - t3)
         batches = self._batches(len(rows), seed)
         if not batches:  # every episode on every rank failed before acting: skip this update
             return self._placeholder()

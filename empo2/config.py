@@ -213,7 +213,19 @@ class OptimConfig:
     mini_batch_size: int = 128
     """Step rows per optimizer step (the PPO mini-batch)."""
     micro_batch_size: int = 8
-    """Step rows per forward/backward; gradients accumulate over a mini-batch."""
+    """Most step rows per forward/backward (an upper bound: the token budget usually decides);
+    gradients accumulate over a mini-batch."""
+    max_tokens_per_micro_batch: Optional[int] = None
+    """Most tokens per forward/backward of the update and of the old/reference log-prob passes, as
+    the forward sees them (padding included). Peak memory grows with it, not with prompt length ×
+    rows: about 2-3.5 MB per token for the embedded 135M model in fp32 (see BENCHMARKS.md). Default:
+    one longest possible row, `rollout.max_prompt_tokens + rollout.max_new_tokens`; it must be at
+    least that."""
+    token_layout: str = "auto"
+    """How a micro-batch's rows become tensors: `padded` (left-padded prompts, right-padded
+    responses), `packed` (one sequence, positions restarting per row, no padding: variable-length
+    kernels under flash attention), or `auto`: packed when the model runs flash attention, else
+    padded (as fast on CPU, and sdpa kernels there keep memory linear with a padding mask)."""
     ppo_epochs: int = 1
     """Passes over an iteration's rows."""
 
@@ -339,11 +351,17 @@ class Config:
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
 
+    @property
+    def micro_batch_tokens(self) -> int:
+        """`optim.max_tokens_per_micro_batch`, or one longest possible row when unset."""
+        return self.optim.max_tokens_per_micro_batch or self.rollout.max_prompt_tokens + self.rollout.max_new_tokens
+
 
 # --------------------------------------------------------------------------- value checks
 
 _CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
+    "optim.token_layout": ("auto", "padded", "packed"),
     "engine.kind": ("auto", "hf", "vllm"),
     "mode.granularity": ("iteration", "group"),
     "memory.key": ("state", "history"),
@@ -430,6 +448,14 @@ def check_values(cfg: Config) -> None:
         raise ConfigError(f"algo.gamma: a discount in (0, 1], got {cfg.algo.gamma}")
     if cfg.algo.clip_low >= 1:
         raise ConfigError(f"algo.clip_low: must be < 1, got {cfg.algo.clip_low}")
+    longest_row = cfg.rollout.max_prompt_tokens + cfg.rollout.max_new_tokens
+    budget = cfg.optim.max_tokens_per_micro_batch
+    if budget is not None and budget < longest_row:
+        raise ConfigError(
+            f"optim.max_tokens_per_micro_batch: {budget} cannot hold one row of rollout.max_prompt_tokens + "
+            f"rollout.max_new_tokens = {longest_row} tokens; raise it to >= {longest_row} (or lower "
+            f"rollout.max_prompt_tokens), or leave it unset"
+        )
     if len(cfg.optim.betas) != 2:
         raise ConfigError(f"optim.betas: needs two numbers, got {cfg.optim.betas}")
     if cfg.env.max_turns is not None and cfg.env.max_turns < 1:

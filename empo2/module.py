@@ -29,7 +29,8 @@ from empo2.config import Config
 from empo2.loss import KL_ESTIMATORS, LOSSES
 from empo2.models import build_policy, load_tokenizer
 from empo2 import sharding
-from empo2.token_batch import micro_batches, pack, response_logprobs
+from empo2.peak_memory import PeakMemory, out_of_memory_hint
+from empo2.token_batch import build_batch, micro_batches, response_logprobs
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class EMPO2Module(L.LightningModule):
         self._frozen: dict[str, torch.nn.Module] = {}
         """The reference policy of full fine-tuning (kept out of the state dict and checkpoints)."""
         self._stats: dict[str, float] = defaultdict(float)
+        self.peak = PeakMemory()
+        self.token_layout = "padded"
+        """The micro-batch layout in use (`optim.token_layout`, resolved when the model is built)."""
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -80,6 +84,7 @@ class EMPO2Module(L.LightningModule):
             return
         policy = build_policy(self.cfg.model, self.cfg.seed)
         strategy = self._trainer.strategy if self._trainer is not None else None
+        self.token_layout = resolve_token_layout(self.cfg.optim.token_layout, policy)
         self.policy = sharding.shard_policy(policy, strategy, self.cfg)
         if self.cfg.algo.kl_coef > 0 and not self.cfg.model.lora.enabled and self._trainer is not None:
             # Full fine-tuning: a frozen copy of the initial weights (sharded like the policy), built
@@ -153,17 +158,16 @@ class EMPO2Module(L.LightningModule):
         was_training = self.policy.training
         self.policy.eval()
         out: list[list[float]] = [[] for _ in prompts]
-        lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
         # The same precision context as the training forward (autocast under *-mixed), so the
         # first PPO ratio of an iteration is exactly 1.
         trainer = self._trainer
         precision = trainer.precision_plugin.forward_context if trainer is not None else nullcontext
-        chunks = micro_batches(lengths, self.cfg.optim.micro_batch_size)
+        chunks = self._micro_batches([len(p) for p in prompts], [len(r) for r in responses])
         try:
             for k in range(sharding.lockstep_count(len(chunks), self.policy)):
                 idx = chunks[k] if k < len(chunks) else []
-                batch = pack([prompts[i] for i in idx], [responses[i] for i in idx], self.pad_id) if idx \
-                    else self._empty_batch()
+                batch = build_batch(self.token_layout, [prompts[i] for i in idx], [responses[i] for i in idx], self.pad_id) \
+                    if idx else self._empty_batch()
                 with precision(), context():
                     logp = response_logprobs(model, batch.to(self.device), temperature).float().cpu()
                 for row, i in enumerate(idx):
@@ -174,17 +178,22 @@ class EMPO2Module(L.LightningModule):
 
     def _empty_batch(self):
         """A one-token batch for the forwards a sharded rank runs only to keep in step with others."""
-        return pack([[self.pad_id]], [[self.pad_id]], self.pad_id)
+        return build_batch(self.token_layout, [[self.pad_id]], [[self.pad_id]], self.pad_id)
+
+    def _micro_batches(self, prompt_lengths: Sequence[int], response_lengths: Sequence[int]) -> list[list[int]]:
+        """Rows cut by `optim.micro_batch_size` rows and `optim.max_tokens_per_micro_batch` tokens."""
+        return micro_batches(prompt_lengths, response_lengths, self.cfg.optim.micro_batch_size,
+                             self.cfg.micro_batch_tokens, self.token_layout)
 
     # ------------------------------------------------------------------ update
     def on_train_epoch_start(self) -> None:
         self._stats = defaultdict(float)
+        self.peak.reset()  # the data phase (rollout, tips, old log-probs) has ended: the update's own peak
 
     def training_step(self, rows: list[dict[str, Any]], batch_idx: int) -> None:
         assert self.policy is not None
         self._disable_ddp_gradient_hooks()
         opt = self.optimizers()
-        a = self.cfg.algo
         t0 = time.perf_counter()
         # Token-mean over the tokens that count (response tokens not removed by low-prob masking),
         # counted over all ranks: the update equals one over the union of the ranks' rows.
@@ -193,19 +202,38 @@ class EMPO2Module(L.LightningModule):
         total_tokens = float(counted)
         if total_tokens == 0:  # nothing to learn from anywhere: no step (weight decay included)
             return
-        lengths = [len(r["train_prompt_ids"]) + len(r["response_ids"]) for r in rows]
-        s = self._stats
-        loss_value = 0.0
         # FSDP averages gradients over ranks; the loss is a mean over all ranks already.
         scale = sharding.grad_average_factor(self.policy) / max(total_tokens, 1)
-        chunks = micro_batches(lengths, self.cfg.optim.micro_batch_size)
+        chunks = self._micro_batches([len(r["train_prompt_ids"]) for r in rows], [len(r["response_ids"]) for r in rows])
+        with out_of_memory_hint(self.cfg.micro_batch_tokens):
+            loss_value = self._accumulate_gradients(rows, chunks, scale, total_tokens)
+        self._sum_gradients_over_ranks()
+        grad_norm = self._clip_and_norm()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        s = self._stats
+        s["loss_sum"] += loss_value
+        s["grad_norm_sum"] += grad_norm
+        s["steps"] += 1
+        s["response_tokens"] += sum(len(r["response_ids"]) for r in rows)
+        s["counted_tokens"] += total_tokens
+        s["update_s"] += time.perf_counter() - t0
+
+    def _accumulate_gradients(self, rows: list[dict[str, Any]], chunks: list[list[int]], scale: float,
+                              total_tokens: float) -> float:
+        """Forward/backward of every micro-batch (and the empty ones a sharded rank runs to keep in
+        step); returns this rank's share of the token-mean loss."""
+        a = self.cfg.algo
+        s = self._stats
+        loss_value = 0.0
         for k in range(sharding.lockstep_count(len(chunks), self.policy)):
             if k >= len(chunks):  # a sharded rank with fewer micro-batches still joins the collectives
                 logp = response_logprobs(self.policy, self._empty_batch().to(self.device), self.cfg.rollout.temperature)
                 self.manual_backward(logp.sum() * 0.0)
                 continue
             mb = [rows[i] for i in chunks[k]]
-            batch = pack([r["train_prompt_ids"] for r in mb], [r["response_ids"] for r in mb], self.pad_id).to(self.device)
+            batch = build_batch(self.token_layout, [r["train_prompt_ids"] for r in mb], [r["response_ids"] for r in mb],
+                                self.pad_id).to(self.device)
             logp = response_logprobs(self.policy, batch, self.cfg.rollout.temperature)
             width = logp.shape[1]
             old = torch.tensor([_pad(r["old_logprobs"], width) for r in mb], device=self.device)
@@ -224,8 +252,7 @@ class EMPO2Module(L.LightningModule):
                 loss_sum = loss_sum + a.kl_coef * kl_sum
                 s["kl_sum"] += float(kl_sum.detach())
                 s["kl_tokens"] += float(mask.sum())
-            loss = loss_sum * scale
-            self.manual_backward(loss)
+            self.manual_backward(loss_sum * scale)
             loss_value += float(loss_sum.detach()) / max(total_tokens, 1)
             s["clipped"] += float(terms.clipped)
             s["dual_clipped"] += float(terms.dual_clipped)
@@ -233,16 +260,7 @@ class EMPO2Module(L.LightningModule):
             s["ratio_max"] = max(s["ratio_max"], float(terms.ratio_max))
             s["real_tokens"] += batch.real_tokens
             s["padded_tokens"] += batch.padded_tokens
-        self._sum_gradients_over_ranks()
-        grad_norm = self._clip_and_norm()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        s["loss_sum"] += loss_value
-        s["grad_norm_sum"] += grad_norm
-        s["steps"] += 1
-        s["response_tokens"] += sum(len(r["response_ids"]) for r in rows)
-        s["counted_tokens"] += total_tokens
-        s["update_s"] += time.perf_counter() - t0
+        return loss_value
 
     def _disable_ddp_gradient_hooks(self) -> None:
         """Gradients are summed over ranks by `_sum_gradients_over_ranks`, once per optimizer step
@@ -302,12 +320,25 @@ class EMPO2Module(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         metrics.update(getattr(dm, "iteration_metrics", {}))
         metrics.update(self.update_metrics())
+        metrics.update(self.peak.metrics("update"))
+        phases = [v for k, v in metrics.items() if k.startswith("memory/") and k.endswith("_peak_rss_mb")]
+        metrics["memory/peak_rss_mb"] = max(phases)
         if D.active() and not sharding.is_sharded(self.policy):  # replicas must agree; shards differ
             gap = self._rank_weight_gap()
             if gap != 0.0:
                 raise RuntimeError(f"ranks hold different weights after iteration {self.current_epoch} (gap {gap})")
             metrics["train/rank_weight_gap"] = gap
         self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=self.trainer.world_size > 1)
+
+
+def resolve_token_layout(choice: str, policy: torch.nn.Module) -> str:
+    """`optim.token_layout`: auto means packed under flash attention (variable-length kernels, no
+    padding) and padded elsewhere (as fast on CPU, where sdpa keeps memory linear under a mask)."""
+    if choice != "auto":
+        return choice
+    config = getattr(policy, "config", None)
+    implementation = str(getattr(config, "_attn_implementation", "") or "")
+    return "packed" if implementation.startswith("flash") else "padded"
 
 
 def _pad(values: Sequence[float], width: int) -> list[float]:

@@ -1,11 +1,13 @@
 """Helper process for test_sharding.py: the real module's update on fixed rows under a strategy.
 
-    python tests/sharded_update.py OUT_FILE STRATEGY DEVICES MODEL_DIR LORA
+    python tests/sharded_update.py OUT_FILE STRATEGY DEVICES MODEL_DIR LORA [MICRO_ROWS MICRO_TOKENS]
 
 Two iterations of two optimizer steps each on rows that depend only on the iteration: every step
 takes 8 rows, which one process trains alone or two processes share unevenly (5 and 3 rows, so
 their micro-batch counts differ and the lock-step padding runs). Old log-probs come from the
 module's own `compute_logprobs` on each rank's rows (sharded forwards of unequal counts too).
+Micro-batches default to 2 rows each; MICRO_ROWS / MICRO_TOKENS set the row cap and the token budget
+(`optim.max_tokens_per_micro_batch`; rows here have at most 38 tokens).
 Rank 0 saves the gathered full weights to OUT_FILE; Lightning re-launches this same command for
 the other ranks.
 
@@ -69,10 +71,11 @@ class SGDModule(EMPO2Module):
         return torch.optim.SGD(self.trainable_parameters(), lr=self.cfg.optim.lr)
 
 
-def main(out: str, strategy: str, devices: str, model_dir: str, lora: str) -> None:
+def main(out: str, strategy: str, devices: str, model_dir: str, lora: str, rows: str = "2", tokens: str = "1000") -> None:
     cfg = load_config(None, [
         f"model.name_or_path={model_dir}", f"model.lora.enabled={lora}", "model.lora.r=4",
-        f"optim.lr={LR}", "optim.micro_batch_size=2", "optim.grad_clip=0",
+        f"optim.lr={LR}", f"optim.micro_batch_size={rows}", f"optim.max_tokens_per_micro_batch={tokens}", "optim.grad_clip=0",
+        "rollout.max_prompt_tokens=30", "rollout.max_new_tokens=8",
         f"trainer.strategy={strategy}", f"trainer.devices={devices}",
         f"trainer.accelerator={'gpu' if strategy == 'fsdp' else 'cpu'}",
     ])
@@ -90,4 +93,4 @@ def main(out: str, strategy: str, devices: str, model_dir: str, lora: str) -> No
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:8])

@@ -54,11 +54,12 @@ def test_strategy_config_errors():
         load_config(None, ["sharding.mixed_precision=fp8"])
 
 
-def sharded_update(tmp_path, strategy: str, devices: int, model: str, lora: bool) -> dict:
-    out = tmp_path / f"{strategy}-{devices}-{lora}.pt"
+def sharded_update(tmp_path, strategy: str, devices: int, model: str, lora: bool, micro: tuple[int, int] = (2, 1000)) -> dict:
+    out = tmp_path / f"{strategy}-{devices}-{lora}-{micro[0]}-{micro[1]}.pt"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "sharded_update.py"), str(out), strategy, str(devices), model, str(lora)],
+        [sys.executable, str(ROOT / "tests" / "sharded_update.py"), str(out), strategy, str(devices), model, str(lora),
+         *map(str, micro)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -93,6 +94,18 @@ def test_fsdp2_update_equals_one_process(tiny_model, tmp_path, lora):
     sharded = sharded_update(tmp_path, "fsdp2", 2, tiny_model, lora)
     single = sharded_update(tmp_path, "auto", 1, tiny_model, lora)
     assert_same_update(sharded, single, base)
+
+
+@pytest.mark.slow
+def test_token_budget_micro_batches_equal_one_batch(tiny_model, tmp_path):
+    """Two FSDP2 ranks cutting each step's rows by a 40-token budget (1-2 rows a micro-batch, and a
+    different count per rank, so the lock-step forwards run) update the weights as one process
+    that takes every step's rows in a single micro-batch."""
+    cfg = load_config(None, [f"model.name_or_path={tiny_model}", "model.lora.r=4"])
+    base = {k: v.detach().clone() for k, v in build_policy(cfg.model, cfg.seed).named_parameters()}
+    budgeted = sharded_update(tmp_path, "fsdp2", 2, tiny_model, True, micro=(8, 40))
+    whole = sharded_update(tmp_path, "auto", 1, tiny_model, True, micro=(8, 1000))
+    assert_same_update(budgeted, whole, base)
 
 
 @pytest.mark.slow

@@ -1,9 +1,12 @@
-"""Padded micro-batches give the same log-probs as each row on its own."""
+"""Micro-batches (padded or packed) give the same log-probs and gradients as each row on its own;
+micro-batches are cut by rows and by a token budget."""
 
 import torch
 from transformers import AutoModelForCausalLM
 
-from empo2.token_batch import micro_batches, pack, response_logprobs
+import pytest
+
+from empo2.token_batch import build_batch, micro_batches, pack, pack_flat, response_logprobs
 
 
 def test_pack_layout():
@@ -34,6 +37,50 @@ def test_padding_does_not_change_logprobs(tiny_model):
         assert response_logprobs(model, pack([p], [r], 0))[0].tolist() == __import__("pytest").approx(plain, abs=1e-5)
 
 
-def test_micro_batches_group_similar_lengths():
-    assert micro_batches([5, 50, 7, 40], 2) == [[1, 3], [2, 0]]
-    assert micro_batches([1, 2, 3], 8) == [[2, 1, 0]]
+def test_pack_flat_layout():
+    b = pack_flat([[1, 2, 3], [4]], [[5], [6, 7]], pad_id=0)
+    assert b.input_ids.tolist() == [[1, 2, 3, 5, 4, 6, 7]]
+    assert b.attention_mask is None
+    assert b.position_ids.tolist() == [[0, 1, 2, 3, 0, 1, 2]]
+    # token 3 (position 2) predicts 5; token 4 (index 4) predicts 6, token 6 (index 5) predicts 7
+    assert b.logit_index.tolist() == [2, 4, 5]
+    assert b.response_ids.tolist() == [[5, 0], [6, 7]]
+    assert (b.real_tokens, b.padded_tokens) == (7, 7)
+    with pytest.raises(ValueError, match="prompt"):
+        pack_flat([[]], [[1]], 0)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_packed_equals_padded(tiny_model, temperature):
+    """Log-probs and the gradient of a token-mean loss agree between the layouts (fp32)."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(10, 1000, (n,), generator=g).tolist() for n in (5, 17, 1, 9)]
+    responses = [torch.randint(10, 1000, (n,), generator=g).tolist() for n in (3, 1, 4, 6)]
+    grads, logps = {}, {}
+    for layout in ("padded", "packed"):
+        model.zero_grad()
+        batch = build_batch(layout, prompts, responses, 0)
+        logp = response_logprobs(model, batch, temperature)
+        (logp.sum() / batch.response_mask.sum()).backward()
+        logps[layout] = logp.detach()
+        grads[layout] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    assert torch.equal(logps["packed"] == 0, logps["padded"] == 0)  # zeros exactly where no response token is
+    assert torch.allclose(logps["packed"], logps["padded"], atol=1e-5)
+    gap = float((grads["packed"] - grads["padded"]).norm() / grads["padded"].norm())
+    assert gap < 1e-5, gap
+
+
+def test_micro_batches_by_rows_and_tokens():
+    """Longest rows first; a micro-batch closes when one more row would pass the row cap or the
+    token budget (padded: rows × (longest prompt + longest response); packed: the sum)."""
+    prompts, responses = [5, 50, 7, 40], [1, 1, 1, 1]  # rows of 6, 51, 8, 41 tokens
+    assert micro_batches(prompts, responses, 2, 10_000) == [[1, 3], [2, 0]]
+    assert micro_batches([1, 2, 3], [0, 0, 0], 8, 10_000) == [[2, 1, 0]]
+    # padded: [1] costs 51, [1, 3] 2 × 51 = 102 > 100; [3, 2] 2 × 41 = 82, [3, 2, 0] 3 × 41 = 123
+    assert micro_batches(prompts, responses, 8, 100, "padded") == [[1], [3, 2], [0]]
+    # packed: 51 + 41 + 8 = 100 fits; + 6 = 106 does not
+    assert micro_batches(prompts, responses, 8, 100, "packed") == [[1, 3, 2], [0]]
+    # padded width counts the longest prompt and the longest response: 2 × (7 + 9) = 32 > 30
+    assert micro_batches([7, 3], [1, 9], 8, 30, "padded") == [[1], [0]]
+    assert micro_batches([200, 3], [1, 1], 8, 100) == [[0], [1]]  # a row over budget goes alone
