@@ -38,7 +38,7 @@ class UpdateStats(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         dm = trainer.datamodule
-        self.iterations.append({"stats": dict(pl_module._stats), "rows": dm.build_rows(dm.episodes)})
+        self.iterations.append({"stats": dict(pl_module._stats), "rows": dm.build_rows(dm.episodes, pl_module.tokenizer)})
 
 
 def matmul_flops(n: int = 2048, repeats: int = 10) -> float:
@@ -50,9 +50,10 @@ def matmul_flops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t0)
 
 
-def padding_share(rows, micro: int, sort: bool) -> float:
-    lengths = [len(r["prompt_ids"]) + len(r["response_ids"]) for r in rows]
-    groups = micro_batches(lengths, micro) if sort else [list(range(i, min(i + micro, len(rows)))) for i in range(0, len(rows), micro)]
+def padding_share(rows, micro: int, budget: int, sort: bool) -> float:
+    prompts, responses = [len(r["prompt_ids"]) for r in rows], [len(r["response_ids"]) for r in rows]
+    groups = micro_batches(prompts, responses, micro, budget) if sort \
+        else [list(range(i, min(i + micro, len(rows)))) for i in range(0, len(rows), micro)]
     real = padded = 0
     for idx in groups:
         b = pack([rows[i]["prompt_ids"] for i in idx], [rows[i]["response_ids"] for i in idx], 0)
@@ -98,8 +99,8 @@ def main() -> None:
               f"fraction: {achieved / peak:.3f}")
         micro = cfg.optim.micro_batch_size
         print(f"padding share of the training batches: {1 - tokens / padded:.3f} (length-sorted micro-batches "
-              f"within each mini-batch); the same rows in arrival order: {padding_share(rows, micro, sort=False):.3f}, "
-              f"sorted over the whole iteration: {padding_share(rows, micro, sort=True):.3f}")
+              f"within each mini-batch); the same rows in arrival order: {padding_share(rows, micro, cfg.micro_batch_tokens, sort=False):.3f}, "
+              f"sorted over the whole iteration: {padding_share(rows, micro, cfg.micro_batch_tokens, sort=True):.3f}")
 
 
 if __name__ == "__main__":

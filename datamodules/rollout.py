@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from empo2 import distributed as D
-from empo2.advantage import ADVANTAGES
+from empo2.advantage import ADVANTAGES, CreditEpisode, CreditSettings
 from empo2.config import Config
 from empo2.engines import RolloutEngine, SamplingParams, build_engine
 from empo2.envs import EnvPool, TextEnv, env_class
@@ -163,12 +163,7 @@ class RolloutDataModule(L.LightningDataModule):
         engine.release_memory()  # generation is over until the next iteration (tips included)
         memory |= self.peak.metrics("tips")
         t2 = time.perf_counter()
-        advantages = ADVANTAGES.get(self.cfg.algo.advantage)(
-            [ep.discounted_return(self.cfg.algo.gamma) for ep in episodes], [ep.group for ep in episodes],
-            [len(ep.steps) for ep in episodes], self.cfg.algo.adv_eps,
-        )
-        for ep, adv in zip(episodes, advantages):
-            ep.advantage = adv
+        self.assign_advantages(episodes)
         rows = self.build_rows(episodes, module.tokenizer) if self.learn else []
         t3 = time.perf_counter()
         self.peak.reset()
@@ -209,8 +204,25 @@ class RolloutDataModule(L.LightningDataModule):
                 return cb.retrieve_tips
         raise RuntimeError("a memory-mode iteration needs a callback with retrieve_tips (memory.enabled=true)")
 
+    def assign_advantages(self, episodes: list[Episode]) -> None:
+        """Run `algo.advantage` over the iteration's episodes; each step gets its advantage."""
+        a = self.cfg.algo
+        state_key = self.envs[0].state_key if self.envs else str
+        credit = [CreditEpisode(
+            group=ep.group, episode_return=ep.discounted_return(a.gamma),
+            rewards=tuple(s.reward + s.intrinsic for s in ep.steps),
+            states=tuple(state_key(ep.observations[t]) if t < len(ep.observations) else "" for t in range(len(ep.steps))),
+            actions=tuple(s.action for s in ep.steps),
+        ) for ep in episodes]
+        settings = CreditSettings(eps=a.adv_eps, step_gamma=a.step_gamma, step_weight=a.step_weight,
+                                  step_norm=a.step_norm, history_levels=a.history_levels, level_alpha=a.level_alpha)
+        for ep, adv in zip(episodes, ADVANTAGES.get(a.advantage)(credit, settings)):
+            ep.advantage = adv[0]
+            ep.step_advantages = list(adv[:len(ep.steps)])
+
     def build_rows(self, episodes: list[Episode], tokenizer) -> list[dict[str, Any]]:
-        """One training row per step; every row of an episode carries the episode's advantage.
+        """One training row per step, carrying its step's advantage (the episode's, for episode-level
+        estimators).
 
         Which prompt each log-prob is taken on is the module's `update_prompts` (EMPO2.md §6.3);
         `tipfree_prompt_ids` is where the low-probability mask is decided (§6.4)."""
@@ -225,7 +237,7 @@ class RolloutDataModule(L.LightningDataModule):
                 rows.append({
                     "prompt_ids": s.prompt_ids, "train_prompt_ids": use.train, "old_prompt_ids": use.old,
                     "tipfree_prompt_ids": tipfree, "response_ids": s.response_ids,
-                    "engine_logprobs": s.engine_logprobs, "advantage": ep.advantage, "episode": ep.uid,
+                    "engine_logprobs": s.engine_logprobs, "advantage": ep.advantage_at(i), "episode": ep.uid,
                     "mode": ep.mode, "masked": use.masked,
                 })
         return rows

@@ -1,22 +1,63 @@
-"""Advantage estimators (EMPO2.md §6.1), registered by name.
+"""Advantage estimators (EMPO2.md §6.1 and step-level credit), registered by name.
 
 Why per group: GRPO has no critic; an episode is judged against the other N episodes of the same
 environment instance. The default is trajectory level (one number per episode, shared by all its
 step rows and tokens); `grpo_step` is the older code's variant that normalises over the group's
 step rows, so long episodes weigh more in the mean and std.
+
+Why estimators see episodes, not returns: step-level credit (`gigpo`, `hgpo`) compares *steps*
+that stood in the same environment state across the episodes of a group, so it needs each step's
+reward and state. Every estimator takes the same typed view (`CreditEpisode` per episode,
+`CreditSettings`) and returns one advantage per step; the episode-level estimators repeat theirs
+over an episode's steps.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
 from empo2.registry import Registry
 
-# (episode returns, group id per episode, steps per episode, eps) -> advantage per episode
-AdvantageFn = Callable[[Sequence[float], Sequence[str], Sequence[int], float], list[float]]
+
+
+@dataclass(frozen=True)
+class CreditEpisode:
+    """What an advantage estimator sees of one episode."""
+
+    group: str
+    """GRPO group id (episodes of one instance drawn in one iteration)."""
+    episode_return: float
+    """R = Σ_t γ^t (r_t + r_int,t) with `algo.gamma` (EMPO2.md §5): what episode-level estimators judge."""
+    rewards: tuple[float, ...]
+    """Per step: extrinsic + intrinsic reward."""
+    states: tuple[str, ...]
+    """Per step: the key of the state the step acted in (by default the observation it answered)."""
+    actions: tuple[str, ...]
+    """Per step: the action sent (HGPO's history keys)."""
+
+
+@dataclass(frozen=True)
+class CreditSettings:
+    eps: float = 1e-6
+    """Epsilon added to every std in a normalisation."""
+    step_gamma: float = 0.95
+    """Discount of the step-level returns-to-go (GiGPO, HGPO)."""
+    step_weight: float = 1.0
+    """ω: weight of the step-level advantage added to the episode-level one."""
+    step_norm: str = "std"
+    """`std`: (G − mean) / (std + eps) within a step group; `mean`: G − mean."""
+    history_levels: int = 2
+    """HGPO's K: deepest level of shared history."""
+    level_alpha: float = 1.0
+    """HGPO: level k weighs (k + 1)^α among the levels whose group has two or more steps."""
+
+
+# (episodes, settings) -> one advantage per step of each episode
+AdvantageFn = Callable[[Sequence[CreditEpisode], CreditSettings], list[list[float]]]
 ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator")
 
 
@@ -26,7 +67,6 @@ def _normalise(values: np.ndarray, eps: float) -> np.ndarray:
     return (values - values.mean()) / (values.std(ddof=1) + eps)
 
 
-@ADVANTAGES.register("grpo")
 def grpo_trajectory(returns, groups, lengths, eps=1e-6):
     """EMPO2.md §6.1: A_i = (R_i − mean(R)) / (std(R) + eps), unbiased std over the N episodes."""
     members: dict[str, list[int]] = defaultdict(list)
@@ -40,7 +80,6 @@ def grpo_trajectory(returns, groups, lengths, eps=1e-6):
     return out
 
 
-@ADVANTAGES.register("grpo_step")
 def grpo_step(returns, groups, lengths, eps=1e-6):
     """EMPO2.md §9 `advantage.level: step`: each step row carries its episode's return and the
     mean/std run over all step rows of the group (an episode of k steps counts k times)."""
@@ -57,3 +96,125 @@ def grpo_step(returns, groups, lengths, eps=1e-6):
         for i in idx:
             out[i] = float((returns[i] - mean) / (std + eps))
     return out
+
+
+def per_step(episodes: Sequence[CreditEpisode], per_episode: Sequence[float]) -> list[list[float]]:
+    """Repeat each episode's advantage over its steps (at least one entry per episode)."""
+    return [[a] * max(len(ep.rewards), 1) for ep, a in zip(episodes, per_episode)]
+
+
+@ADVANTAGES.register("grpo")
+def grpo_advantages(episodes: Sequence[CreditEpisode], settings: CreditSettings) -> list[list[float]]:
+    """`grpo_trajectory` (EMPO2.md §6.1) on the episodes' returns, one value for all their steps."""
+    return per_step(episodes, grpo_trajectory(
+        [ep.episode_return for ep in episodes], [ep.group for ep in episodes],
+        [len(ep.rewards) for ep in episodes], settings.eps))
+
+
+@ADVANTAGES.register("grpo_step")
+def grpo_step_advantages(episodes: Sequence[CreditEpisode], settings: CreditSettings) -> list[list[float]]:
+    """`grpo_step` (EMPO2.md §9 `advantage.level: step`), one value for all of an episode's steps."""
+    return per_step(episodes, grpo_step(
+        [ep.episode_return for ep in episodes], [ep.group for ep in episodes],
+        [len(ep.rewards) for ep in episodes], settings.eps))
+
+
+def returns_to_go(rewards: Sequence[float], gamma: float) -> list[float]:
+    """G_t = r_t + γ·G_{t+1}, G_T = 0: the discounted return from step t on."""
+    out = [0.0] * len(rewards)
+    running = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out
+
+
+def normalise_within(values: Sequence[float], keys: Sequence[Hashable], norm: str, eps: float) -> tuple[list[float], list[int]]:
+    """Each value against the others with the same key: (G − mean) / (std + eps) (`norm=std`, unbiased
+    std) or G − mean (`norm=mean`). Returns the normalised values and each key's group size; a value
+    alone under its key gets 0 (nothing to compare it with)."""
+    members: dict[Hashable, list[int]] = defaultdict(list)
+    for i, k in enumerate(keys):
+        members[k].append(i)
+    out = [0.0] * len(values)
+    sizes = [0] * len(values)
+    for idx in members.values():
+        for i in idx:
+            sizes[i] = len(idx)
+        if len(idx) == 1:
+            continue
+        group = np.asarray([values[i] for i in idx], dtype=np.float64)
+        centred = group - group.mean()
+        if norm == "std":
+            centred = centred / (group.std(ddof=1) + eps)
+        for i, a in zip(idx, centred):
+            out[i] = float(a)
+    return out, sizes
+
+
+def _flat_steps(episodes: Sequence[CreditEpisode], gamma: float) -> tuple[list[tuple[int, int]], list[float]]:
+    """(episode, step) of every step in order, and each step's return-to-go."""
+    where, returns = [], []
+    for e, ep in enumerate(episodes):
+        for t, g in enumerate(returns_to_go(ep.rewards, gamma)):
+            where.append((e, t))
+            returns.append(g)
+    return where, returns
+
+
+def _combine(episodes: Sequence[CreditEpisode], settings: CreditSettings, where: list[tuple[int, int]],
+             step_adv: list[float]) -> list[list[float]]:
+    """A(e, t) = A_episode(e) + ω · A_step(e, t), with A_episode as `grpo`."""
+    out = grpo_advantages(episodes, settings)
+    for (e, t), a in zip(where, step_adv):
+        out[e][t] += settings.step_weight * a
+    return out
+
+
+@ADVANTAGES.register("gigpo")
+def gigpo_advantages(episodes: Sequence[CreditEpisode], settings: CreditSettings) -> list[list[float]]:
+    """GiGPO (Feng et al., 2025): the episode-level GRPO advantage plus ω times a step-level one.
+
+    Steps of the same GRPO group that acted in the same state (the same state key: an "anchor
+    state") form a step group; a step's step-level advantage is its discounted return-to-go
+    (γ = `step_gamma`) normalised within that step group. A state met once in the group has nothing
+    to compare with and adds 0. ω = 0 gives `grpo` exactly."""
+    where, returns = _flat_steps(episodes, settings.step_gamma)
+    keys = [(episodes[e].group, episodes[e].states[t]) for e, t in where]
+    step_adv, _ = normalise_within(returns, keys, settings.step_norm, settings.eps)
+    return _combine(episodes, settings, where, step_adv)
+
+
+def history_key(ep: CreditEpisode, t: int, k: int) -> tuple:
+    """Step t's state together with its last k (action, state) steps (fewer at the episode's start,
+    so a step with a shorter past never shares a deeper key with one that has more)."""
+    past = tuple((ep.states[i], ep.actions[i]) for i in range(max(0, t - k), t))
+    return (ep.group, ep.states[t], len(past), past)
+
+
+@ADVANTAGES.register("hgpo")
+def hgpo_advantages(episodes: Sequence[CreditEpisode], settings: CreditSettings) -> list[list[float]]:
+    """HGPO (He et al., ICLR 2026): step-level credit over a hierarchy of groups.
+
+    Level k (k = 0..K, K = `history_levels`) groups the steps of a GRPO group that acted in the same
+    state *and* share their last k (state, action) steps; level 0 is GiGPO's anchor-state group and
+    each deeper level is a subset of the one above (more consistent context, fewer members). A step
+    gets a return-to-go advantage within each of its levels (as in `gigpo`), and these are averaged
+    with weights w_k ∝ (k + 1)^α over the levels whose group holds two or more steps (α =
+    `level_alpha`): deeper, more consistent groups count more while they still have members to
+    compare with. A step alone at every level adds 0. The total is A_episode + ω · that average.
+    (Our reading of the paper's adaptive weighting: weights favour deeper levels that are not
+    empty of peers; α is exposed so the trade-off can be set.)"""
+    where, returns = _flat_steps(episodes, settings.step_gamma)
+    weighted = [0.0] * len(where)
+    weights = [0.0] * len(where)
+    for k in range(settings.history_levels + 1):
+        keys = [history_key(episodes[e], t, k) for e, t in where]
+        adv, sizes = normalise_within(returns, keys, settings.step_norm, settings.eps)
+        w = (k + 1.0) ** settings.level_alpha
+        for i, (a, n) in enumerate(zip(adv, sizes)):
+            if n > 1:
+                weighted[i] += w * a
+                weights[i] += w
+    step_adv = [x / w if w > 0 else 0.0 for x, w in zip(weighted, weights)]
+    return _combine(episodes, settings, where, step_adv)

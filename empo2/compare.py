@@ -10,7 +10,9 @@ test split at `eval.temperature` with `eval.episodes_per_instance` episodes per 
   episodes each, so each iteration is one full evaluation); its score is the last iteration's, after
   the memory of all earlier attempts;
 - **grpo**: training with `mode.p = 0` (no memory, no novelty bonus), then evaluation;
-- **empo2**: training with the config as given, then evaluation (no memory at test time).
+- **gigpo**, **hgpo**: as grpo, with step-level credit (`algo.advantage` gigpo or hgpo);
+- **empo2**: training with the config as given, then evaluation (no memory at test time); its
+  estimator is the config's `algo.advantage`, so EMPO² with step-level credit is that one switch.
 
 Writes `<run>/compare/`: `results.csv` (one row per method × task × seed), `summary.md` (mean ± std
 over seeds per task, and the mean over tasks), `comparison.png`; each method's own run folder
@@ -29,6 +31,8 @@ from pathlib import Path
 from empo2.config import Config, ConfigError, check_values, load_config
 
 MEAN = "mean over tasks"
+PLAIN_RL = {"grpo": "grpo", "gigpo": "gigpo", "hgpo": "hgpo"}
+"""Methods that train without memory or novelty bonus, and the advantage estimator each uses."""
 
 
 def method_config(cfg: Config, method: str, task: str | None, seed: int) -> Config:
@@ -43,10 +47,11 @@ def method_config(cfg: Config, method: str, task: str | None, seed: int) -> Conf
     out.name = method
     out.ckpt_path = None
     out.eval.val_every = 0
-    if method == "grpo":
+    if method in PLAIN_RL:
         out.mode.p = 0.0
         out.memory.enabled = False
         out.intrinsic.kind = "none"
+        out.algo.advantage = PLAIN_RL[method]
     check_values(out)
     return out
 
@@ -73,7 +78,7 @@ def run_method(cfg: Config, method: str) -> dict[str, float]:
         cfg.rollout.group_size = cfg.eval.episodes_per_instance
         rows, _, _ = adapt(cfg)
         return {"return": rows[-1]["return"], "success_rate": rows[-1]["success_rate"]}
-    if method in ("grpo", "empo2"):
+    if method in PLAIN_RL or method == "empo2":
         fit(cfg)
         cfg.ckpt_path = "last"
     table, _ = evaluate(cfg)

@@ -119,7 +119,9 @@ class EngineConfig:
 @dataclass
 class AlgoConfig:
     advantage: str = "grpo"
-    """Advantage estimator (registry in `empo2.advantage`): `grpo` (trajectory level) or `grpo_step`."""
+    """Advantage estimator (registry in `empo2.advantage`): `grpo` (trajectory level), `grpo_step`,
+    or step-level credit on top of `grpo`: `gigpo` (anchor-state step groups) or `hgpo` (a hierarchy
+    of step groups by shared history). Any of them works with the memory modes."""
     adv_eps: float = 1e-6
     """Epsilon in the std normalisation of the advantage."""
     loss: str = "dual_clip_ppo"
@@ -140,6 +142,18 @@ class AlgoConfig:
     gamma: float = 1.0
     """Discount of the return each episode is judged by: R = Σ_t γ^t (r_t + r_int,t); 1 is the plain
     sum of EMPO2.md §5 (WebShop: 0.95, so an earlier successful purchase is worth more)."""
+    step_gamma: float = 0.95
+    """gigpo/hgpo: discount of each step's return-to-go G_t = Σ_k γ^(k−t) (r_k + r_int,k) (GiGPO's 0.95)."""
+    step_weight: float = 1.0
+    """gigpo/hgpo: ω, the weight of the step-level advantage added to the episode-level one
+    (GiGPO's 1; 0 gives `grpo` exactly)."""
+    step_norm: str = "std"
+    """gigpo/hgpo: normalisation within a step group, `std` ((G − mean) / (std + adv_eps)) or `mean`
+    (G − mean)."""
+    history_levels: int = 2
+    """hgpo: K, the deepest level of shared history (level k: same state and same last k steps)."""
+    level_alpha: float = 1.0
+    """hgpo: level k weighs (k + 1)^α among the levels whose step group has two or more steps."""
 
 
 @dataclass
@@ -270,7 +284,7 @@ class AdaptConfig:
 @dataclass
 class CompareConfig:
     methods: list[str] = field(default_factory=lambda: ["naive", "reflexion", "grpo", "empo2"])
-    """`python -m empo2.compare`: methods to run (naive, reflexion, grpo, empo2)."""
+    """`python -m empo2.compare`: methods to run (naive, reflexion, grpo, gigpo, hgpo, empo2)."""
     seeds: list[int] = field(default_factory=lambda: [0])
     """Seeds; every method runs once per seed and task."""
     tasks: Optional[list[str]] = None
@@ -368,6 +382,7 @@ _CHOICES = {
     "memory.tips_in_history": ("all", "current"),
     "offpolicy.old_logprob": ("without_tips", "with_tips"),
     "mask.level": ("token", "step", "none"),
+    "algo.step_norm": ("std", "mean"),
     "mask.apply_to": ("off_policy", "all"),
     "intrinsic.kind": ("novelty", "retrieval_count", "none"),
     "eval.split": ("test", "train"),
@@ -387,9 +402,9 @@ _POSITIVE = (
 _NON_NEGATIVE = (
     "rollout.temperature", "eval.temperature", "eval.val_every", "env.pool_size", "optim.weight_decay", "optim.grad_clip",
     "algo.clip_low", "algo.clip_high", "algo.adv_eps", "model.lora.dropout", "intrinsic.coef",
-    "memory.tip_temperature", "algo.kl_coef",
+    "memory.tip_temperature", "algo.kl_coef", "algo.step_weight", "algo.history_levels", "algo.level_alpha",
 )
-COMPARE_METHODS = ("naive", "reflexion", "grpo", "empo2")
+COMPARE_METHODS = ("naive", "reflexion", "grpo", "gigpo", "hgpo", "empo2")
 _PROBABILITIES = ("mode.p", "mode.q")
 # Logger name -> packages that provide it (any one of them).
 _LOGGER_PACKAGES: dict[str, tuple[str, ...]] = {"csv": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
@@ -444,8 +459,9 @@ def check_values(cfg: Config) -> None:
             raise ConfigError(f"{key}: a cosine similarity in [-1, 1], got {_get(cfg, key)!r}")
     if cfg.mode.p > 0 and not cfg.memory.enabled:
         raise ConfigError("mode.p: memory modes need memory.enabled=true (or set mode.p=0 for plain GRPO)")
-    if not 0 < cfg.algo.gamma <= 1:
-        raise ConfigError(f"algo.gamma: a discount in (0, 1], got {cfg.algo.gamma}")
+    for key in ("algo.gamma", "algo.step_gamma"):
+        if not 0 < _get(cfg, key) <= 1:
+            raise ConfigError(f"{key}: a discount in (0, 1], got {_get(cfg, key)}")
     if cfg.algo.clip_low >= 1:
         raise ConfigError(f"algo.clip_low: must be < 1, got {cfg.algo.clip_low}")
     longest_row = cfg.rollout.max_prompt_tokens + cfg.rollout.max_new_tokens

@@ -69,6 +69,9 @@ class Episode:
     error: str | None = None
     """Environment error that ended the episode, if any."""
     advantage: float = 0.0
+    """The advantage of the episode's steps (the first step's when step-level credit differs per step)."""
+    step_advantages: list[float] = field(default_factory=list)
+    """One advantage per step (set by the estimator); empty: every step takes `advantage`."""
     tip: str = ""
     """The tip the policy wrote about this episode (empty if none was usable)."""
 
@@ -91,6 +94,10 @@ class Episode:
             return self.total_return
         return sum(gamma ** t * (s.reward + s.intrinsic) for t, s in enumerate(self.steps))
 
+    def advantage_at(self, t: int) -> float:
+        """The advantage step t is trained with."""
+        return self.step_advantages[t] if t < len(self.step_advantages) else self.advantage
+
     @property
     def uses_memory(self) -> bool:
         return self.mode in ("on_policy_memory", "off_policy")
@@ -109,10 +116,10 @@ class Episode:
             ),
             "steps": [
                 {"action": s.action, "response": s.response_text, "observation": s.observation,
-                 "reward": s.reward, "intrinsic": s.intrinsic, "tips": s.tips,
+                 "reward": s.reward, "intrinsic": s.intrinsic, "advantage": self.advantage_at(t), "tips": s.tips,
                  "prompt_tokens": len(s.prompt_ids), "response_tokens": len(s.response_ids),
                  "dropped_turns": s.dropped_turns, "info": s.info}
-                for s in self.steps
+                for t, s in enumerate(self.steps)
             ],
         }
 

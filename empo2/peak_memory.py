@@ -7,10 +7,18 @@ still reach it. On Linux the kernel keeps a resettable high-water mark of reside
 (`VmHWM` in /proc/self/status, reset by writing 5 to /proc/self/clear_refs); each phase resets it
 at its start and reads it at its end. Elsewhere the lifetime peak is reported (documented as such).
 On CUDA the allocator's own peak is reported beside it.
+
+Why phases start with `malloc_trim`: glibc keeps the memory a freed activation tensor occupied
+inside the process heap, so after one update the resident set stays at the update's peak through
+the next rollout (measured: 4.3 GB during the rollout of iteration 2 of the quickstart, against
+1.6 GB in iteration 1). Handing free heap pages back to the kernel at each phase boundary costs a
+few milliseconds and makes each phase's peak its own.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import resource
 import sys
 from contextlib import contextmanager
@@ -21,6 +29,23 @@ import torch
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _glibc_malloc_trim():
+    """glibc's `malloc_trim`, or None where the C library is not glibc."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_heap() -> None:
+    """Return the heap's free pages to the kernel (glibc); a no-op elsewhere."""
+    trim = _glibc_malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _resettable() -> bool:
@@ -39,6 +64,8 @@ class PeakMemory:
         """True: `rss_mb` is the peak since the last `reset`; False: since the process started."""
 
     def reset(self) -> None:
+        """Start a phase: free heap pages go back to the kernel, then the high-water mark restarts."""
+        release_free_heap()
         if self.resettable:
             try:
                 _CLEAR_REFS.write_text("5")

@@ -46,7 +46,7 @@ def _episode_html(ep: dict) -> str:
                     + "".join(f"<li>{escape(t)}</li>" for t in tips) + "</ol></div>") if tips else ""
         parts.append(
             f"<div class='step'><div class='meta'>step {i + 1} · reward {s.get('reward', 0):+g}"
-            f" · intrinsic {s.get('intrinsic', 0):+g} · prompt {s.get('prompt_tokens', 0)} tokens</div>"
+            f" · intrinsic {s.get('intrinsic', 0):+g} · advantage {float(s.get('advantage', ep.get('advantage')) or 0):+.2f} · prompt {s.get('prompt_tokens', 0)} tokens</div>"
             f"{tip_html}<div class='resp'>{escape(s.get('response', ''))}</div>"
             f"<div>→ <b>{escape(s.get('action', ''))}</b></div>"
             f"<div class='obs'>{escape(s.get('observation', ''))}</div></div>"

@@ -40,7 +40,7 @@ def test_step_level_single_row_keeps_its_return():
 
 
 def test_registry():
-    assert ADVANTAGES.names() == ["grpo", "grpo_step"]
+    assert ADVANTAGES.names() == ["gigpo", "grpo", "grpo_step", "hgpo"]
 
 
 def test_discounted_return_by_hand():

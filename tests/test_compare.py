@@ -32,8 +32,14 @@ def test_method_configs(tiny_model, tmp_path):
     assert (grpo.mode.p, grpo.memory.enabled, grpo.intrinsic.kind, grpo.seed) == (0.0, False, "none", 3)
     assert grpo.env.options["target_in_start_room"] is True
     assert grpo.run_dir == tmp_path / "cmp" / "compare" / "find-here-seed3" / "grpo"
+    assert grpo.algo.advantage == "grpo"
+    for method in ("gigpo", "hgpo"):  # step-level credit baselines: GRPO's switches, their estimator
+        step = method_config(cfg, method, None, 0)
+        assert (step.mode.p, step.memory.enabled, step.intrinsic.kind, step.algo.advantage) == (0.0, False, "none", method)
     empo2 = method_config(cfg, "empo2", None, 0)
-    assert empo2.mode.p == cfg.mode.p and empo2.memory.enabled
+    assert empo2.mode.p == cfg.mode.p and empo2.memory.enabled and empo2.algo.advantage == cfg.algo.advantage
+    with_gigpo = load_config(None, tiny_overrides(tiny_model, tmp_path, name="cmp", **{"algo.advantage": "gigpo"}))
+    assert method_config(with_gigpo, "empo2", None, 0).algo.advantage == "gigpo"  # EMPO² with step-level credit
 
 
 @pytest.mark.slow

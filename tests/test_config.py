@@ -31,6 +31,8 @@ def test_defaults_and_overrides(tmp_path):
     ("env.cls=mymodule.MyEnv", "env.cls"),
     ("logging.loggers=[csv,mlflow]", "logging.loggers"),
     ("env.max_turns=0", "env.max_turns"),
+    ("optim.max_tokens_per_micro_batch=4000", "optim.max_tokens_per_micro_batch"),  # < one row (4500 + 32)
+    ("optim.token_layout=ragged", "optim.token_layout"),
 ])
 def test_errors_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:
@@ -102,3 +104,13 @@ def test_shipped_configs_validate(path, tmp_path, monkeypatch):
         monkeypatch.delenv(DATA_ENV_VAR)
         with pytest.raises(ConfigError, match=DATA_ENV_VAR):
             load_config(path)
+
+
+def test_token_budget_error_says_what_to_do():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["rollout.max_prompt_tokens=1000", "rollout.max_new_tokens=24", "optim.max_tokens_per_micro_batch=512"])
+    assert str(err.value) == (
+        "optim.max_tokens_per_micro_batch: 512 cannot hold one row of rollout.max_prompt_tokens + "
+        "rollout.max_new_tokens = 1024 tokens; raise it to >= 1024 (or lower rollout.max_prompt_tokens), or leave it unset")
+    cfg = load_config(None, ["rollout.max_prompt_tokens=1000", "rollout.max_new_tokens=24"])
+    assert cfg.micro_batch_tokens == 1024  # unset: one longest row

@@ -11,8 +11,8 @@ from empo2.fit import fit, main
 
 from conftest import tiny_overrides
 
-# Timings and throughputs differ run to run; everything else must match exactly.
-VOLATILE = ("time/", "_per_s")
+# Timings, throughputs and memory peaks differ run to run; everything else must match exactly.
+VOLATILE = ("time/", "_per_s", "peak_rss_mb", "peak_cuda_mb")
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -38,6 +38,8 @@ def test_fit_writes_metrics_checkpoint_trajectories(warm_model, tmp_path):
             assert value == value and abs(value) != float("inf"), key
         assert float(r["train/engine_logprob_gap"]) < 1e-3  # engine and trainer agree
         assert float(r["train/optimizer_steps"]) >= 1
+        phases = [float(r[f"memory/{p}_peak_rss_mb"]) for p in ("rollout", "tips", "old_logprob", "update")]
+        assert min(phases) > 100 and float(r["memory/peak_rss_mb"]) == max(phases)  # a real model is resident
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "config.yaml").is_file()
     episodes = [json.loads(line) for line in (run / "trajectories" / "iter_00001.jsonl").open()]

@@ -182,9 +182,12 @@ def test_rollout_penalises_malformed_answers_and_prompts_one_message_per_step(ti
 
 
 @pytest.mark.slow
-def test_short_fit_on_the_synthetic_catalog(embedded_model, tmp_path):
+@pytest.mark.parametrize("advantage, p", [("grpo", 0), ("gigpo", 0), ("gigpo", 1), ("hgpo", 0), ("hgpo", 1)],
+                         ids=["grpo", "gigpo", "gigpo-memory", "hgpo", "hgpo-memory"])
+def test_short_fit_on_the_synthetic_catalog(embedded_model, tmp_path, advantage, p):
     """conf/webshop_cpu.yaml with the embedded model, shortened: one iteration of 1 goal × 2
-    rollouts, KL to the reference and γ on, then the run's files."""
+    rollouts, KL to the reference and γ on, then the run's files; with each estimator, and the
+    step-level ones also with every iteration in a memory mode."""
     import csv
     import json
 
@@ -192,7 +195,8 @@ def test_short_fit_on_the_synthetic_catalog(embedded_model, tmp_path):
 
     over = [f"out_dir={tmp_path}", "name=ws", f"model.name_or_path={embedded_model}", "env.options.max_turns=2",
             f"env.options.index_dir={tmp_path / 'index'}", "rollout.group_size=2", "rollout.max_new_tokens=48",
-            "trainer.max_epochs=1", "eval.val_every=0", "memory.tip_max_tokens=16", "mode.p=0",
+            "trainer.max_epochs=1", "eval.val_every=0", "memory.tip_max_tokens=16", f"mode.p={p}",
+            f"algo.advantage={advantage}",
             "logging.progress_bar=false"]
     from pathlib import Path
 

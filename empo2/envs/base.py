@@ -65,6 +65,12 @@ class TextEnv(ABC):
         """The task an instance belongs to (for per-task metrics)."""
         return instance.split("/")[0]
 
+    def state_key(self, observation: str) -> str:
+        """The key under which step-level credit (`algo.advantage` gigpo, hgpo) treats two steps as
+        acting in the same state. Default: the observation text itself; override when observations
+        carry noise that does not change the state (a counter, a timestamp)."""
+        return observation
+
     # ---- prompting -------------------------------------------------------------------------
     def first_message(self, observation: str, info: dict[str, Any]) -> str:
         """Content of the first user message (observation plus instructions)."""

@@ -1,0 +1,161 @@
+"""Peak memory: real runs before/after token-budget micro-batches, and peak memory vs token budget.
+
+Part 1 runs `empo2.fit` on real configs in child processes, twice each in one run of this script:
+"rows" cuts micro-batches by `optim.micro_batch_size` rows only (what the trainer did before the
+token budget existed: an unbounded `optim.max_tokens_per_micro_batch`), "tokens" uses the shipped
+defaults. For each it prints the whole process's peak RSS (from the kernel's accounting of the
+child), the per-phase peaks the run logged (`memory/*_peak_rss_mb`) and the update / old-log-prob
+time summed over iterations.
+
+Part 2 isolates the update: the embedded model (LoRA, fp32) runs forward+backward over 16 rows in
+micro-batches of a given token budget, once with short prompts and once with long ones, each in a
+fresh process. Peak memory must follow the budget, not the prompt length.
+
+Part 3 says where the memory goes: every tensor autograd saves for backward during one forward of
+1,000 tokens (the weights themselves excluded), by shape, per token. A padded attention score
+matrix would appear as a [.., 1000, 1000] entry; sdpa on CPU saves none.
+
+    python bench/peak_memory.py [--part runs|budget|saved|all] [--iterations 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RUNS = {
+    # the issue's measurement: every iteration in a memory mode (tips retrieved and written)
+    "quickstart p=1": ["--config", "conf/quickstart.yaml", "mode.p=1", "env.options.num_train=2",
+                       "rollout.tasks_per_iteration=2", "rollout.group_size=2", "memory.tip_max_tokens=16"],
+    "quickstart": ["--config", "conf/quickstart.yaml"],
+    "sciworld_cpu": ["--config", "conf/sciworld_cpu.yaml", "eval.val_every=0"],
+}
+SETTINGS = {"rows": ["optim.max_tokens_per_micro_batch=1000000"], "tokens": []}
+
+
+def run_fit(args: list[str], out_dir: Path, name: str, iterations: int) -> dict[str, float]:
+    cmd = [sys.executable, "-m", "empo2.fit", *args, f"out_dir={out_dir}", f"name={name}",
+           f"trainer.max_epochs={iterations}", "logging.progress_bar=false"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+    with (out_dir / name / "logs" / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    out = {"process_peak_rss_mb": usage.ru_maxrss / 1024}
+    for key in ("time/update_s", "time/old_logprob_s"):
+        out[key] = sum(float(r[key]) for r in rows)
+    for key in rows[0]:
+        if key.startswith("memory/"):
+            out[key] = max(float(r[key]) for r in rows if r.get(key))
+    return out
+
+
+def part_runs(iterations: int) -> None:
+    print(f"## real runs, {iterations} iterations each (peak MB; seconds summed over iterations)")
+    print("| run | micro-batches | process peak RSS | rollout | tips | old log-probs | update | update s | old log-prob s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for run, args in RUNS.items():
+            for setting, extra in SETTINGS.items():
+                m = run_fit(args + extra, Path(tmp), f"{run.replace(' ', '_').replace('=', '')}-{setting}", iterations)
+                phases = " | ".join(f"{m.get(f'memory/{p}_peak_rss_mb', float('nan')):.0f}"
+                                    for p in ("rollout", "tips", "old_logprob", "update"))
+                print(f"| {run} | {setting} | {m['process_peak_rss_mb']:.0f} | {phases} | "
+                      f"{m['time/update_s']:.1f} | {m['time/old_logprob_s']:.1f} |", flush=True)
+
+
+BUDGET_CHILD = r"""
+import resource, sys, time, torch
+from empo2.config import load_config
+from empo2.models import build_policy
+from empo2.token_batch import build_batch, micro_batches, response_logprobs
+budget, low, high = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+model = build_policy(load_config(None, []).model, 0).train()
+loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+g = torch.Generator().manual_seed(0)
+lengths = torch.randint(low, high, (16,), generator=g).tolist()
+prompts = [torch.randint(3, 40000, (n,), generator=g).tolist() for n in lengths]
+responses = [torch.randint(3, 40000, (12,), generator=g).tolist() for _ in lengths]
+t0 = time.perf_counter()
+tokens = 0
+for idx in micro_batches(lengths, [12] * 16, 16, budget):
+    batch = build_batch("padded", [prompts[i] for i in idx], [responses[i] for i in idx], 0)
+    response_logprobs(model, batch).sum().backward()
+    tokens += batch.real_tokens
+secs = time.perf_counter() - t0
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - loaded, tokens / secs)
+"""
+
+
+def part_budget() -> None:
+    print("## update peak vs token budget (embedded 135M, LoRA, fp32; 16 rows; MB above the loaded model)")
+    print("| budget (tokens) | prompts 100-300 tokens | prompts 700-1000 tokens | tokens/s (long prompts) |")
+    print("|---|---|---|---|")
+    for budget in (1024, 2048, 4096):
+        cells = []
+        for low, high in ((100, 300), (700, 1000)):
+            out = subprocess.run([sys.executable, "-c", BUDGET_CHILD, str(budget), str(low), str(high)], cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout.split()
+            cells.append((float(out[-2]), float(out[-1])))
+        print(f"| {budget} | {cells[0][0]:.0f} | {cells[1][0]:.0f} | {cells[1][1]:.0f} |", flush=True)
+
+
+SAVED_CHILD = r"""
+import collections, torch
+from empo2.config import load_config
+from empo2.models import build_policy
+from empo2.token_batch import build_batch, response_logprobs
+model = build_policy(load_config(None, []).model, 0).train()
+weights = {p.data_ptr() for p in model.parameters()}
+prompt_len, response_len = 1000, 12
+batch = build_batch("padded", [list(range(5, 5 + prompt_len))], [[7] * response_len], 0)
+seen, by_shape = set(), collections.Counter()
+def keep(t):
+    ptr = t.untyped_storage().data_ptr()
+    if ptr not in seen and ptr not in weights and t.dim() >= 2:
+        seen.add(ptr)
+        by_shape[tuple(t.shape[-2:]) if t.shape[-2] != prompt_len + response_len else ("T", t.shape[-1])] += t.untyped_storage().nbytes()
+    return t
+with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+    response_logprobs(model, batch)
+tokens = prompt_len + response_len
+for shape, size in by_shape.most_common(8):
+    print(shape, size / tokens / 1024)
+print("total", sum(by_shape.values()) / tokens / 1024)
+"""
+
+
+def part_saved() -> None:
+    print("## tensors saved for backward, KB per token (embedded 135M, LoRA, fp32, one row of 1,012 tokens)")
+    out = subprocess.run([sys.executable, "-c", SAVED_CHILD], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    print("| saved tensor (last two dims; T = the sequence) | KB per token |")
+    print("|---|---|")
+    for line in out.strip().splitlines():
+        shape, size = line.rsplit(" ", 1)
+        print(f"| {shape} | {float(size):.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("runs", "budget", "saved", "all"), default="all")
+    parser.add_argument("--iterations", type=int, default=2)
+    args = parser.parse_args()
+    if args.part in ("runs", "all"):
+        part_runs(args.iterations)
+    if args.part in ("budget", "all"):
+        part_budget()
+    if args.part in ("saved", "all"):
+        part_saved()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Step-level credit (GiGPO, HGPO) against hand-computed numbers, and through real fits.
+
+The hand example: one GRPO group of four episodes, step returns-to-go with γ_step = 0.5.
+  A: states s0 s1 s2, actions a b c, rewards 0 0 1  ->  G = 0.25 0.5 1
+  B: states s0 s2,    actions a x,   rewards 0 0    ->  G = 0    0
+  C: states s0 s1,    actions a b,   rewards 0 1    ->  G = 0.5  1
+  D: states s0 s1,    actions y z,   rewards 0 0    ->  G = 0    0
+Anchor-state groups: s0 = {A0, B0, C0, D0}; s1 = {A1, C1, D1}; s2 = {A2, B1} (the same state
+reached at different steps); the episode-level part is plain GRPO on the returns 1, 0, 1, 0.
+"""
+
+import json
+import math
+
+import pytest
+
+from empo2.advantage import (ADVANTAGES, CreditEpisode, CreditSettings, gigpo_advantages, grpo_advantages,
+                             hgpo_advantages, returns_to_go)
+
+EPS = 1e-9
+
+
+def ep(states, actions, rewards, group="g"):
+    return CreditEpisode(group=group, episode_return=float(sum(rewards)), rewards=tuple(rewards),
+                         states=tuple(states), actions=tuple(actions))
+
+
+EPISODES = [
+    ep(["s0", "s1", "s2"], ["a", "b", "c"], [0, 0, 1]),
+    ep(["s0", "s2"], ["a", "x"], [0, 0]),
+    ep(["s0", "s1"], ["a", "b"], [0, 1]),
+    ep(["s0", "s1"], ["y", "z"], [0, 0]),
+]
+SETTINGS = CreditSettings(eps=EPS, step_gamma=0.5, step_weight=1.0, step_norm="std", history_levels=1, level_alpha=1.0)
+
+
+def step_part(estimator, episodes=EPISODES, settings=SETTINGS):
+    """The estimator's advantage minus the episode-level GRPO one, per step."""
+    total, base = estimator(episodes, settings), grpo_advantages(episodes, settings)
+    return [[a - b for a, b in zip(t, e)] for t, e in zip(total, base)]
+
+
+def test_returns_to_go_by_hand():
+    assert returns_to_go([0, 0, 1], 0.5) == [0.25, 0.5, 1.0]
+    assert returns_to_go([1, 2], 1.0) == [3.0, 2.0]
+    assert returns_to_go([], 0.9) == []
+
+
+def test_gigpo_by_hand():
+    s = step_part(gigpo_advantages)
+    # s0: G = .25, 0, .5, 0 -> mean .1875; unbiased std sqrt(.171875 / 3)
+    std0 = math.sqrt(0.171875 / 3)
+    assert [s[0][0], s[1][0], s[2][0], s[3][0]] == pytest.approx([0.0625 / std0, -0.1875 / std0, 0.3125 / std0, -0.1875 / std0])
+    # s1: G = .5, 1, 0 -> mean .5, std .5 -> 0, +1, -1
+    assert [s[0][1], s[2][1], s[3][1]] == pytest.approx([0.0, 1.0, -1.0])
+    # s2 at step 2 of A and step 1 of B: G = 1, 0 -> ±1/sqrt(2)
+    assert [s[0][2], s[1][1]] == pytest.approx([1 / math.sqrt(2), -1 / math.sqrt(2)])
+    # the episode-level part is GRPO on 1, 0, 1, 0: mean .5, std sqrt(1/3)
+    episode = grpo_advantages(EPISODES, SETTINGS)
+    assert [e[0] for e in episode] == pytest.approx([0.5 / math.sqrt(1 / 3), -0.5 / math.sqrt(1 / 3)] * 2)
+
+
+def test_gigpo_mean_normalisation_and_weight():
+    s = step_part(gigpo_advantages, settings=CreditSettings(eps=EPS, step_gamma=0.5, step_weight=2.0, step_norm="mean"))
+    assert [s[0][1], s[2][1], s[3][1]] == pytest.approx([2 * 0.0, 2 * 0.5, 2 * -0.5])
+
+
+def test_states_met_once_and_equal_returns_add_nothing():
+    once = [ep(["p", "q"], ["a", "b"], [0, 1]), ep(["r", "t"], ["a", "b"], [1, 0])]
+    assert step_part(gigpo_advantages, once) == [[0.0, 0.0], [0.0, 0.0]]
+    equal = [ep(["p", "q"], ["a", "b"], [0, 1]), ep(["p", "q"], ["c", "d"], [0, 1])]
+    assert step_part(gigpo_advantages, equal) == [[0.0, 0.0], [0.0, 0.0]]
+    assert step_part(hgpo_advantages, equal) == [[0.0, 0.0], [0.0, 0.0]]
+    # different GRPO groups never share a step group, whatever their states
+    apart = [ep(["p"], ["a"], [1], group="g1"), ep(["p"], ["a"], [0], group="g2")]
+    assert step_part(gigpo_advantages, apart) == [[0.0], [0.0]]
+
+
+def test_gigpo_with_zero_weight_is_grpo_exactly():
+    settings = CreditSettings(eps=1e-6, step_gamma=0.9, step_weight=0.0)
+    assert gigpo_advantages(EPISODES, settings) == grpo_advantages(EPISODES, settings)
+    assert hgpo_advantages(EPISODES, settings) == grpo_advantages(EPISODES, settings)
+
+
+def test_hgpo_levels_by_hand():
+    """K = 1, α = 1: level 0 weighs 1, level 1 (same state and same previous (state, action)) 2."""
+    s = step_part(hgpo_advantages)
+    # s1, level 0: A1 0, C1 +1, D1 -1. Level 1 keeps A1 and C1 (both came from (s0, a)): -/+ 1/sqrt(2);
+    # D1 (from (s0, y)) is alone there and keeps its level-0 value.
+    r = 1 / math.sqrt(2)
+    assert s[0][1] == pytest.approx((1 * 0.0 + 2 * -r) / 3)
+    assert s[2][1] == pytest.approx((1 * 1.0 + 2 * r) / 3)
+    assert s[3][1] == pytest.approx(-1.0)
+    # s2: A2 came from (s1, b), B1 from (s0, a): apart at level 1, so level 0 alone decides
+    assert [s[0][2], s[1][1]] == pytest.approx([r, -r])
+    # step 0 has no past: every level is the anchor group, so HGPO equals GiGPO there
+    g = step_part(gigpo_advantages)
+    assert [x[0] for x in s] == pytest.approx([x[0] for x in g])
+    # K = 0 is GiGPO
+    k0 = CreditSettings(eps=EPS, step_gamma=0.5, history_levels=0)
+    assert hgpo_advantages(EPISODES, k0) == gigpo_advantages(EPISODES, k0)
+
+
+def test_registry_and_episode_level_estimators_keep_their_numbers():
+    from empo2.advantage import grpo_step, grpo_trajectory
+
+    assert ADVANTAGES.names() == ["gigpo", "grpo", "grpo_step", "hgpo"]
+    returns = [e.episode_return for e in EPISODES]
+    groups, lengths = [e.group for e in EPISODES], [len(e.rewards) for e in EPISODES]
+    assert [a[0] for a in ADVANTAGES.get("grpo")(EPISODES, SETTINGS)] == grpo_trajectory(returns, groups, lengths, EPS)
+    assert [a[0] for a in ADVANTAGES.get("grpo_step")(EPISODES, SETTINGS)] == grpo_step(returns, groups, lengths, EPS)
+    assert all(len(set(a)) == 1 for a in ADVANTAGES.get("grpo")(EPISODES, SETTINGS))  # one value per episode
+
+
+def test_rows_carry_their_step_advantage():
+    from empo2.episode import Episode, Step
+
+    episode = Episode(uid="0-0-0", instance="find/0", group="g")
+    episode.steps = [Step([1, 2], [3], [0.0], "x", "x", "o", 0.0), Step([1, 2, 3, 4], [5], [0.0], "y", "y", "o", 1.0)]
+    episode.advantage, episode.step_advantages = 0.3, [0.3, -0.7]
+    assert [episode.advantage_at(t) for t in range(2)] == [0.3, -0.7]
+    assert [s["advantage"] for s in episode.to_json()["steps"]] == [0.3, -0.7]
+    plain = Episode(uid="0-0-1", instance="find/0", group="g", advantage=0.5)
+    plain.steps = episode.steps
+    assert [plain.advantage_at(t) for t in range(2)] == [0.5, 0.5]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("estimator", ["gigpo", "hgpo"])
+@pytest.mark.parametrize("memory", [False, True], ids=["grpo", "empo2"])
+def test_keyroom_fit_with_step_credit(warm_model, tmp_path, estimator, memory):
+    """A KeyRoom fit trains with per-step advantages (with and without the memory modes), and the
+    trajectory file holds exactly what the estimator gives for the episodes as they were played."""
+    from empo2.config import load_config
+    from empo2.fit import fit
+    from test_fit import read_metrics
+
+    extra = {"mode.p": 1.0, "mode.q": 0.5, "mode.granularity": "group"} if memory else {"mode.p": 0.0}
+    over = {"algo.advantage": estimator, "rollout.group_size": 4, "env.train_instances": "[find/0]",
+            "rollout.tasks_per_iteration": 2, "trainer.max_epochs": 1, **extra}
+    from conftest import tiny_overrides
+
+    fit(load_config(None, tiny_overrides(warm_model, tmp_path, name="run", **over)))
+    rows = read_metrics(tmp_path / "run")
+    assert len(rows) == 1 and float(rows[0]["train/optimizer_steps"]) >= 1
+    episodes = [json.loads(line) for line in (tmp_path / "run" / "trajectories" / "iter_00000.jsonl").open()]
+    # The file's per-step advantages are the estimator's on the episodes as played: rebuild its input
+    # from the file (state t = the observation step t answered; step 0 answered the reset
+    # observation, which may equal a later one: "look around" in the start room) and compare exactly.
+    from empo2.envs import KeyRoomEnv
+
+    config = load_config(None, tiny_overrides(warm_model, tmp_path, name="run", **over))
+    first = {e["instance"]: KeyRoomEnv(**config.env.options).reset(e["instance"])[0] for e in episodes}
+    credit = [CreditEpisode(
+        group=e["group"], episode_return=e["return"] + e["intrinsic_return"],
+        rewards=tuple(s["reward"] + s["intrinsic"] for s in e["steps"]),
+        states=tuple([first[e["instance"]]] + [s["observation"] for s in e["steps"][:-1]]),
+        actions=tuple(s["action"] for s in e["steps"])) for e in episodes]
+    cfg = config.algo
+    settings = CreditSettings(eps=cfg.adv_eps, step_gamma=cfg.step_gamma, step_weight=cfg.step_weight,
+                              step_norm=cfg.step_norm, history_levels=cfg.history_levels, level_alpha=cfg.level_alpha)
+    expected = ADVANTAGES.get(estimator)(credit, settings)
+    assert [[s["advantage"] for s in e["steps"]] for e in episodes] == [a[:len(e["steps"])] for a, e in zip(expected, episodes)]
