@@ -332,6 +332,8 @@ class RolloutDataModule(L.LightningDataModule):
             "rollout/prompts_too_long": float(stats.prompts_too_long),
             "rollout/env_errors": float(stats.env_errors),
             "rollout/rows": float(len(rows)),
+            "rollout/advantage_abs_mean": sum(abs(r["advantage"]) for r in rows) / max(len(rows), 1),
+            "rollout/step_advantage_spread": _step_advantage_spread(episodes),
             "train/engine_logprob_gap": sum(gaps) / max(len(gaps), 1),
             "time/rollout_s": rollout_s,
             "time/generation_s": stats.generation_s,
@@ -339,3 +341,10 @@ class RolloutDataModule(L.LightningDataModule):
             "time/rollout_hooks_s": hooks_s,
             "time/old_logprob_s": logprob_s,
         }
+
+
+def _step_advantage_spread(episodes: list[Episode]) -> float:
+    """Mean over episodes of two or more steps of (largest − smallest) step advantage: 0 under
+    episode-level estimators, how much step-level credit separates an episode's steps otherwise."""
+    spreads = [max(a) - min(a) for a in (ep.step_advantages for ep in episodes) if len(a) > 1]
+    return sum(spreads) / len(spreads) if spreads else 0.0

@@ -144,3 +144,19 @@ def assert_memory_written_once(run_dir: Path, episodes: list[dict]) -> None:
 def _fixed_threads():
     torch.set_num_threads(2)
     yield
+
+
+def fixed_rows_datamodule(rows):
+    """A datamodule serving one optimizer step over given rows (old log-probs from the module)."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    class FixedRows(L.LightningDataModule):
+        def train_dataloader(self):
+            module = self.trainer.lightning_module
+            logps = module.compute_logprobs([r["train_prompt_ids"] for r in rows], [r["response_ids"] for r in rows])
+            for row, lp in zip(rows, logps):
+                row["old_logprobs"] = lp
+            return DataLoader(rows, batch_sampler=[list(range(len(rows)))], collate_fn=lambda b: b)
+
+    return FixedRows()

@@ -161,3 +161,53 @@ def test_keyroom_fit_with_step_credit(warm_model, tmp_path, estimator, memory):
                               step_norm=cfg.step_norm, history_levels=cfg.history_levels, level_alpha=cfg.level_alpha)
     expected = ADVANTAGES.get(estimator)(credit, settings)
     assert [[s["advantage"] for s in e["steps"]] for e in episodes] == [a[:len(e["steps"])] for a, e in zip(expected, episodes)]
+    # the logged summaries are those of the file's advantages
+    trained = [abs(s["advantage"]) for e in episodes for s in e["steps"] if s["response_tokens"] > 0]
+    spreads = [max(a) - min(a) for a in ([s["advantage"] for s in e["steps"]] for e in episodes) if len(a) > 1]
+    assert float(rows[0]["rollout/advantage_abs_mean"]) == pytest.approx(sum(trained) / len(trained), rel=1e-6)
+    assert float(rows[0]["rollout/step_advantage_spread"]) == pytest.approx(sum(spreads) / len(spreads) if spreads else 0.0, abs=1e-6)
+
+
+def test_per_step_advantages_reach_the_loss_unchanged(tiny_model):
+    """One PPO step through `training_step` on rows with different advantages moves the weights by
+    exactly −lr × ∇[−Σ_rows A_row Σ_tokens log π / tokens] (SGD; at the first step the ratio is 1 and
+    no clip binds): each row's own advantage, not its episode's, weighs its tokens."""
+    import lightning as L
+    import torch
+
+    from empo2.config import load_config
+    from empo2.models import build_policy
+    from empo2.module import EMPO2Module
+    from empo2.token_batch import build_batch, response_logprobs
+
+    from conftest import fixed_rows_datamodule
+
+    class SGDModule(EMPO2Module):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.trainable_parameters(), lr=0.1)
+
+    cfg = load_config(None, [f"model.name_or_path={tiny_model}", "model.lora.enabled=false", "optim.grad_clip=0",
+                             "optim.micro_batch_size=2", "rollout.max_prompt_tokens=64", "rollout.max_new_tokens=8"])
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(10, 1000, (n,), generator=g).tolist() for n in (6, 11, 4)]
+    responses = [torch.randint(10, 1000, (n,), generator=g).tolist() for n in (3, 5, 2)]
+    advantages = [1.0, -2.0, 0.5]  # three steps of one episode under step-level credit
+    rows = [{"train_prompt_ids": p, "response_ids": r, "keep": [1.0] * len(r), "advantage": a}
+            for p, r, a in zip(prompts, responses, advantages)]
+
+    reference = build_policy(cfg.model, cfg.seed)
+    before = {k: v.detach().clone() for k, v in reference.named_parameters()}
+    batch = build_batch("padded", prompts, responses, 0)
+    logp = response_logprobs(reference, batch)
+    tokens = float(batch.response_mask.sum())
+    (-(torch.tensor(advantages)[:, None] * logp).sum() / tokens).backward()
+    expected = {k: -0.1 * p.grad for k, p in reference.named_parameters()}
+
+    module = SGDModule(cfg)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(module, datamodule=fixed_rows_datamodule(rows))
+    moved = {k.removeprefix("policy."): p.detach() - before[k.removeprefix("policy.")] for k, p in module.named_parameters()}
+    scale = max(float(v.abs().max()) for v in expected.values())
+    gap = max(float((moved[k] - expected[k]).abs().max()) for k in expected)
+    assert scale > 1e-4 and gap <= 1e-4 * scale, (gap, scale)
