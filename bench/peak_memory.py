@@ -15,7 +15,7 @@ Part 3 says where the memory goes: every tensor autograd saves for backward duri
 1,000 tokens (the weights themselves excluded), by shape, per token. A padded attention score
 matrix would appear as a [.., 1000, 1000] entry; sdpa on CPU saves none.
 
-    python bench/peak_memory.py [--part runs|budget|saved|all] [--iterations 2]
+    python bench/peak_memory.py [--part runs|budget|saved|all] [--iterations 2] [--runs "quickstart" ...]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 RUNS = {
-    # the issue's measurement: every iteration in a memory mode (tips retrieved and written)
+    # every iteration in a memory mode (tips retrieved and written), 2 instances, 2 rollouts each
     "quickstart p=1": ["--config", "conf/quickstart.yaml", "mode.p=1", "env.options.num_train=2",
                        "rollout.tasks_per_iteration=2", "rollout.group_size=2", "memory.tip_max_tokens=16"],
     "quickstart": ["--config", "conf/quickstart.yaml"],
@@ -59,12 +59,14 @@ def run_fit(args: list[str], out_dir: Path, name: str, iterations: int) -> dict[
     return out
 
 
-def part_runs(iterations: int) -> None:
+def part_runs(iterations: int, only: list[str] | None = None) -> None:
     print(f"## real runs, {iterations} iterations each (peak MB; seconds summed over iterations)")
     print("| run | micro-batches | process peak RSS | rollout | tips | old log-probs | update | update s | old log-prob s |")
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for run, args in RUNS.items():
+            if only and run not in only:
+                continue
             for setting, extra in SETTINGS.items():
                 m = run_fit(args + extra, Path(tmp), f"{run.replace(' ', '_').replace('=', '')}-{setting}", iterations)
                 phases = " | ".join(f"{m.get(f'memory/{p}_peak_rss_mb', float('nan')):.0f}"
@@ -148,9 +150,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("runs", "budget", "saved", "all"), default="all")
     parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--runs", nargs="*", choices=list(RUNS), help="only these real runs (default: all)")
     args = parser.parse_args()
     if args.part in ("runs", "all"):
-        part_runs(args.iterations)
+        part_runs(args.iterations, args.runs)
     if args.part in ("budget", "all"):
         part_budget()
     if args.part in ("saved", "all"):

@@ -131,7 +131,7 @@ def test_token_budget_update_equals_one_big_batch(tiny_model):
     delta_whole = torch.cat([(whole[k] - start[k]).flatten() for k in start])
     # SGD with lr 1: the change is the gradient. Another grouping of rows into forwards changes the
     # order of fp32 sums (padding widths, accumulation over micro-batches): measured 1.3e-6 relative,
-    # against the 1e-5; a lost row or a per-micro-batch token mean moves it by >1e-2.
+    # against a 1e-5 bound; a lost row or a per-micro-batch token mean moves it by >1e-2.
     assert float(delta_whole.norm()) > 0.1
     gap = float((delta_small - delta_whole).norm() / delta_whole.norm())
     assert gap < 1e-5, gap
