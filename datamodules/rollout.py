@@ -64,8 +64,9 @@ class RolloutDataModule(L.LightningDataModule):
         self.iteration_metrics: dict[str, float] = {}
         self.groups_per_rank = cfg.rollout.tasks_per_iteration
         self.learn = True
-        self.peak = PeakMemory()
         """False: play and score episodes (hooks included) but build no training rows (adaptation)."""
+        self.peak = PeakMemory()
+        """Per-phase peak memory of the data phase (rollout, tips, old log-probs)."""
 
     # ------------------------------------------------------------------ lifecycle
     def setup(self, stage: str) -> None:

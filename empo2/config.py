@@ -232,7 +232,7 @@ class OptimConfig:
     max_tokens_per_micro_batch: Optional[int] = None
     """Most tokens per forward/backward of the update and of the old/reference log-prob passes, as
     the forward sees them (padding included). Peak memory grows with it, not with prompt length ×
-    rows: about 2-3.5 MB per token for the embedded 135M model in fp32 (see BENCHMARKS.md). Default:
+    rows: ~2.4 MB per budget token for the embedded 135M model in fp32, LoRA (BENCHMARKS.md). Default:
     one longest possible row, `rollout.max_prompt_tokens + rollout.max_new_tokens`; it must be at
     least that."""
     token_layout: str = "auto"

@@ -164,17 +164,23 @@ class EMPO2Module(L.LightningModule):
         precision = trainer.precision_plugin.forward_context if trainer is not None else nullcontext
         chunks = self._micro_batches([len(p) for p in prompts], [len(r) for r in responses])
         try:
-            for k in range(sharding.lockstep_count(len(chunks), self.policy)):
-                idx = chunks[k] if k < len(chunks) else []
-                batch = build_batch(self.token_layout, [prompts[i] for i in idx], [responses[i] for i in idx], self.pad_id) \
-                    if idx else self._empty_batch()
-                with precision(), context():
-                    logp = response_logprobs(model, batch.to(self.device), temperature).float().cpu()
-                for row, i in enumerate(idx):
-                    out[i] = logp[row, : len(responses[i])].tolist()
+            with out_of_memory_hint(self.cfg.micro_batch_tokens):
+                self._score_chunks(model, context, precision, chunks, prompts, responses, temperature, out)
         finally:
             self.policy.train(was_training)
         return out
+
+    def _score_chunks(self, model, context, precision, chunks: list[list[int]], prompts: Sequence[Sequence[int]],
+                      responses: Sequence[Sequence[int]], temperature: float, out: list[list[float]]) -> None:
+        """Forward every micro-batch (and the empty ones that keep sharded ranks in step) into `out`."""
+        for k in range(sharding.lockstep_count(len(chunks), self.policy)):
+            idx = chunks[k] if k < len(chunks) else []
+            batch = build_batch(self.token_layout, [prompts[i] for i in idx], [responses[i] for i in idx], self.pad_id) \
+                if idx else self._empty_batch()
+            with precision(), context():
+                logp = response_logprobs(model, batch.to(self.device), temperature).float().cpu()
+            for row, i in enumerate(idx):
+                out[i] = logp[row, : len(responses[i])].tolist()
 
     def _empty_batch(self):
         """A one-token batch for the forwards a sharded rank runs only to keep in step with others."""
