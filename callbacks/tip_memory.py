@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,9 @@ class TipMemory(VersionedStoreCallback):
         self.folder = memory_dir(run_dir)
         self.stats: dict[str, float] = {}
         self._reset_stats()
+        self._slots: set[str] = set()
+        """Instances with tips in memory when the iteration's rollout started."""
+        self._warned = False
 
     def open_store(self) -> MemoryStore:
         m = self.cfg.memory
@@ -67,7 +71,8 @@ class TipMemory(VersionedStoreCallback):
 
     def _reset_stats(self) -> None:
         self.stats = {"retrieval_s": 0.0, "write_s": 0.0, "tip_generation_s": 0.0, "tips": 0.0,
-                      "empty_tips": 0.0, "entries_written": 0.0, "retrieved": 0.0, "retrieval_calls": 0.0}
+                      "empty_tips": 0.0, "entries_written": 0.0, "retrieved": 0.0, "retrieval_calls": 0.0,
+                      "calls_without_slot": 0.0}
 
     # ------------------------------------------------------------------ keys
     def key_text(self, ep: Episode, step: int) -> str:
@@ -81,6 +86,7 @@ class TipMemory(VersionedStoreCallback):
     def on_rollout_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset_stats()
         super().on_rollout_start(trainer, pl_module)
+        self._slots = set(self.store.counts()) if self.store is not None else set()
 
     def retrieve_tips(self, episodes: list[Episode]) -> list[list[str]]:
         """Tips for the current step of each episode (memory-mode episodes only)."""
@@ -91,6 +97,7 @@ class TipMemory(VersionedStoreCallback):
             texts = [self.key_text(episodes[i], len(episodes[i].steps)) for i in idx]
             keys = self.embedder.encode(texts)
             found = self.store.retrieve([episodes[i].instance for i in idx], keys)
+            self.stats["calls_without_slot"] += sum(episodes[i].instance not in self._slots for i in idx)
             for i, tips in zip(idx, found):
                 out[i] = [t.content for t in tips]
                 self.stats["retrieved"] += len(tips)
@@ -141,6 +148,7 @@ class TipMemory(VersionedStoreCallback):
     def rollout_metrics(self) -> dict[str, float]:
         s = self.stats
         sizes = self.store.counts() if self.store is not None else {}
+        self._warn_if_memory_cannot_help()
         return {
             "memory/entries": float(sum(sizes.values())),
             "memory/slots": float(len(sizes)),
@@ -148,7 +156,21 @@ class TipMemory(VersionedStoreCallback):
             "memory/tips": s["tips"],
             "memory/empty_tips": s["empty_tips"],
             "memory/tips_per_retrieval": s["retrieved"] / max(s["retrieval_calls"], 1),
+            "memory/retrievals_without_slot": s["calls_without_slot"] / max(s["retrieval_calls"], 1),
             "time/retrieval_s": s["retrieval_s"],
             "time/memory_write_s": s["write_s"],
             "time/tip_generation_s": s["tip_generation_s"],
         }
+
+    def _warn_if_memory_cannot_help(self) -> None:
+        """Once per run: memory holds tips, yet none of this iteration's instances has any (slots are
+        per instance), so every retrieval came back empty."""
+        s = self.stats
+        if self._warned or not self._slots or not s["retrieval_calls"] or s["calls_without_slot"] < s["retrieval_calls"]:
+            return
+        self._warned = True
+        warnings.warn(
+            f"memory: {len(self._slots)} instance(s) have tips, but none of this iteration's instances does; tips are "
+            f"kept per instance, so memory helps only when instances repeat (memory/retrievals_without_slot = 1, "
+            f"memory/tips_per_retrieval = 0). Draw from fewer instances (env.train_instances) or play more "
+            f"iterations.", stacklevel=2)

@@ -143,6 +143,21 @@ def adapt(cfg: Config) -> tuple[list[dict[str, float]], Path, FrozenPolicy]:
     return rows, run_dir, module
 
 
+def summary_line(rows: list[dict[str, float]]) -> str:
+    """The adaptation's verdict, saying when no tip was ever retrieved (then memory changed nothing)."""
+    with_memory = [r for r in rows if r["memory"]]
+    if not with_memory:
+        return "no iteration with memory was played"
+    if all(r["tips_per_retrieval"] == 0 for r in with_memory):
+        return ("no tip was retrieved in any iteration (tips are kept per instance: instances that never repeat, "
+                "or a memory.threshold no entry passes, retrieve nothing): differences between iterations are "
+                "sampling noise, not memory")
+    first, best = rows[0]["return"], max(r["return"] for r in with_memory)
+    retrieved = sum(r["tips_per_retrieval"] for r in with_memory) / len(with_memory)
+    change = f"{100 * (best - first) / abs(first):+.1f}%" if first else f"{best - first:+.2f} (iteration 0 returned 0)"
+    return f"best return with memory vs iteration 0: {change}; {retrieved:.2f} tips per retrieval on average"
+
+
 def parse_overrides(items: list[str]) -> list[str]:
     """`target_task=X` is short for `adapt.target_task=X`."""
     return [f"adapt.{item}" if item.startswith("target_task=") else item for item in items]
@@ -163,10 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adaptation folder: {run_dir}")
         for r in rows:
             print(f"iteration {r['iteration']:>2}  {'memory   ' if r['memory'] else 'no memory'}  "
-                  f"return {r['return']:8.2f}  success {r['success_rate']:.2f}  memory entries {r['memory_entries']:.0f}")
-        first, best = rows[0]["return"], max(r["return"] for r in rows[1:]) if len(rows) > 1 else rows[0]["return"]
-        if first:
-            print(f"best return with memory vs iteration 0: {100 * (best - first) / abs(first):+.1f}%")
+                  f"return {r['return']:8.2f}  success {r['success_rate']:.2f}  memory entries {r['memory_entries']:.0f}  "
+                  f"tips per retrieval {r['tips_per_retrieval']:.2f}")
+        print(summary_line(rows))
     return 0
 
 

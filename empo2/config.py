@@ -536,6 +536,24 @@ def _check_strategy(trainer: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- loading
 
 
+def _load_yaml_layer(path: Path) -> DictConfig:
+    """One YAML file as a config layer: a mapping whose sections (model, rollout, ...) are mappings."""
+    try:
+        layer = OmegaConf.load(path)
+    except Exception as err:  # noqa: BLE001 - YAML syntax errors come from several libraries
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"config file {path}: not valid YAML ({first})") from None
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"config file {path}: expected `key: value` lines at the top, got a list")
+    defaults = Config()
+    raw = OmegaConf.to_container(layer, resolve=False)
+    for key, value in raw.items():
+        if is_dataclass(getattr(defaults, str(key), None)) and not isinstance(value, dict):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise ConfigError(f"{key}: expected a section of `name: value` lines in {path}, got {shown}")
+    return layer
+
+
 def load_config(
     path: Optional[str | Path | Sequence[str | Path]] = None, overrides: Optional[list[str]] = None
 ) -> Config:
@@ -548,7 +566,7 @@ def load_config(
         for item in map(Path, paths):
             if not item.is_file():
                 raise ConfigError(f"config file not found: {item}")
-            layers.append(OmegaConf.load(item))
+            layers.append(_load_yaml_layer(item))
         if overrides:
             for item in overrides:
                 if "=" not in item:
@@ -559,7 +577,7 @@ def load_config(
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
-        msg = getattr(err, "msg", str(err)).splitlines()[0]
+        msg = (getattr(err, "msg", None) or str(err) or type(err).__name__).splitlines()[0]
         raise ConfigError(f"{key}: {msg}" if key else msg) from None
     assert isinstance(cfg, Config)
     check_values(cfg)

@@ -85,7 +85,10 @@ def checkpoint_epoch(path: str | None) -> int | None:
     from datamodules import RolloutDataModule
     from empo2.checkpoint import read_checkpoint
 
-    ckpt = read_checkpoint(path, weights=False)
+    try:
+        ckpt = read_checkpoint(path, weights=False)
+    except ValueError as err:  # missing, truncated or foreign file: one line, before any model loads
+        raise ConfigError(str(err)) from None
     state = ckpt.get(RolloutDataModule.__qualname__)
     if state is None:
         raise ConfigError(f"ckpt_path: {path} was not written by empo2 (no {RolloutDataModule.__qualname__} state)")
@@ -164,8 +167,9 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
     from empo2.module import EMPO2Module
 
     ckpt = resolve_ckpt(cfg)
+    resume_epoch = checkpoint_epoch(ckpt)  # a missing or unreadable checkpoint fails here, before the run dir is touched
     run_dir = prepare_run_dir(cfg)
-    trainer = build_trainer(cfg, run_dir, extra_callbacks, resume_epoch=checkpoint_epoch(ckpt))
+    trainer = build_trainer(cfg, run_dir, extra_callbacks, resume_epoch=resume_epoch)
     module = EMPO2Module(cfg)
     datamodule = RolloutDataModule(cfg)
     try:

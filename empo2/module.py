@@ -109,12 +109,12 @@ class EMPO2Module(L.LightningModule):
     def from_checkpoint(cls, cfg: Config, path: str | None) -> "EMPO2Module":
         """The policy with a checkpoint's weights (the base model's when `path` is None), for
         inference. A LoRA checkpoint holds the adapters only: every one of them must be there."""
+        ckpt = read_checkpoint(path) if path is not None else None  # a bad file fails before the model loads
+        if ckpt is not None and "state_dict" not in ckpt:
+            raise ValueError(f"ckpt_path: {path} holds no state_dict (not a Lightning checkpoint)")
         module = cls(cfg)
         module.configure_model()
-        if path is not None:
-            ckpt = read_checkpoint(path)
-            if "state_dict" not in ckpt:
-                raise ValueError(f"ckpt_path: {path} holds no state_dict (not a Lightning checkpoint)")
+        if ckpt is not None:
             try:
                 result = module.load_state_dict(ckpt["state_dict"], strict=False)
             except RuntimeError as err:  # shapes differ (another LoRA rank, another model)

@@ -44,6 +44,12 @@ class RolloutStats:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+MAX_ACTION_CHARS = 2000
+"""Longest action sent to an environment (and kept in the chat history). A parsed answer can be as
+long as the generation budget allows (WebShop: 512 tokens, echoed back in the next page); the cap
+keeps one runaway answer from filling every later prompt."""
+
+
 def run_episodes(
     envs: Sequence[TextEnv],
     episodes: list[Episode],
@@ -56,6 +62,7 @@ def run_episodes(
     progress: bool = False,
     desc: str = "rollout",
     tips_scope: str = "all",
+    max_action_chars: int = MAX_ACTION_CHARS,
 ) -> RolloutStats:
     """Play every episode to its end or turn cap; fills the episodes in place.
 
@@ -115,6 +122,7 @@ def run_episodes(
         for i, ep, rend, gen, ep_tips in zip(active, batch, rendered, gens, tips):
             env = envs[slot_of[i]]
             action, well_formed = env.parse_action(gen.text)
+            action = action[:max_action_chars]  # what reaches the environment and every later prompt
             stats.generated_tokens += len(gen.token_ids)
             stats.turns += 1
             stats.dropped_turns += rend.dropped_turns

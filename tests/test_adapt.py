@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from empo2.adapt import adapt, adaptation_config, fresh_dir, parse_overrides
+from empo2.adapt import adapt, adaptation_config, fresh_dir, parse_overrides, summary_line
 from empo2.config import ConfigError, load_config
 from empo2.fit import fit
 from empo2.memory import MemoryStore, memory_dir
@@ -88,3 +88,15 @@ def test_paper_pairs_presets_load(tmp_path):
         cfg = load_config([root / "conf" / "sciworld.yaml", preset], [f"out_dir={tmp_path}"])
         assert cfg.env.options["tasks"] == [source] and cfg.adapt.target_task == target
         assert adaptation_config(cfg).env.options["tasks"] == [target]
+
+
+def test_summary_says_when_no_tip_was_retrieved():
+    def row(memory, ret, tips):
+        return {"memory": memory, "return": ret, "tips_per_retrieval": tips}
+
+    silent = summary_line([row(False, -10.0, 0.0), row(True, -5.0, 0.0), row(True, -7.0, 0.0)])
+    assert silent.startswith("no tip was retrieved in any iteration") and "%" not in silent
+    assert summary_line([row(False, -10.0, 0.0), row(True, -5.0, 2.5), row(True, -8.0, 1.5)]) == \
+        "best return with memory vs iteration 0: +50.0%; 2.00 tips per retrieval on average"
+    assert summary_line([row(False, 0.0, 0.0), row(True, 5.0, 2.0)]) == \
+        "best return with memory vs iteration 0: +5.00 (iteration 0 returned 0); 2.00 tips per retrieval on average"

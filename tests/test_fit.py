@@ -74,6 +74,9 @@ def test_resume_is_exact(warm_model, tmp_path, lora, extra):
         assert any(float(r["mode/off_policy"]) > 0 for r in straight)
         assert any(float(r["memory/tips_per_retrieval"]) > 0 for r in straight[2:])
         assert any(float(r["rollout/intrinsic_return"]) > 0 for r in straight)
+        # memory starts empty, so no retrieval of iteration 0 finds its instance's slot; a retrieved tip needs one
+        assert float(straight[0]["memory/retrievals_without_slot"]) == 1.0
+        assert all(float(r["memory/retrievals_without_slot"]) < 1.0 for r in straight if float(r["memory/tips_per_retrieval"]) > 0)
     for k in range(4):
         a = (tmp_path / "straight" / "trajectories" / f"iter_{k:05d}.jsonl").read_text()
         b = (tmp_path / "resumed" / "trajectories" / f"iter_{k:05d}.jsonl").read_text()

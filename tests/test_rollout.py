@@ -66,3 +66,22 @@ def test_a_refused_reset_frees_its_environment(engine, tokenizer):
 def test_no_environment_is_an_error(engine, tokenizer):
     with pytest.raises(ValueError, match="at least one environment"):
         run_episodes([], [Episode("0", "find/0", "g")], engine, tokenizer, SamplingParams(4, 1.0, []), 256)
+
+
+class WholeAnswerEnv(RecordingEnv):
+    """Sends the model's whole answer as the action (no first-line parsing)."""
+
+    def parse_action(self, text):
+        return text, True
+
+
+def test_actions_are_capped_before_the_environment_and_the_history(engine, tokenizer):
+    envs = [WholeAnswerEnv(**KEYROOM_OPTIONS)]
+    episodes = [Episode(uid="0", instance="find/1", group="g")]
+    torch.manual_seed(0)
+    run_episodes(envs, episodes, engine, tokenizer, SamplingParams(24, 1.0, []), 1024, max_turns=2, max_action_chars=5)
+    sent = envs[0].log["find/1"]
+    assert sent and all(len(a) <= 5 for a in sent)
+    assert any(len(s.response_text) > 5 for s in episodes[0].steps)  # the answers were longer than the cap
+    history = [m.content for m in episodes[0].conversation.messages if m.role == "assistant"]
+    assert history == sent[:len(history)] and [s.action for s in episodes[0].steps] == sent

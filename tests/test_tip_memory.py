@@ -60,3 +60,27 @@ def test_memory_grows_and_resume_restores_the_checkpoint_memory(warm_model, tmp_
     fit(load_config(None, tiny_overrides(warm_model, tmp_path, name="m", ckpt_path="last", **over)))
     assert _memory_rows(run) == at_checkpoint
     assert NoveltyTable(memory_dir(run)).counts() == novelty_at_checkpoint
+
+
+def test_warns_once_when_no_instance_of_the_iteration_has_tips(tmp_path):
+    """Memory holds tips for other instances only: every retrieval is empty, which a run should hear
+    about once; one retrieval with a slot, or an empty memory (iteration 0), is no reason to warn."""
+    import warnings
+
+    from callbacks.tip_memory import TipMemory
+
+    cb = TipMemory(load_config(None, []), tmp_path)
+    cb._slots = set()
+    cb.stats.update(retrieval_calls=4.0, calls_without_slot=4.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cb._warn_if_memory_cannot_help()  # empty memory: nothing could have been found
+        cb._slots = {"find/3"}
+        cb.stats.update(calls_without_slot=3.0)
+        cb._warn_if_memory_cannot_help()  # one retrieval had a slot
+    cb.stats.update(calls_without_slot=4.0)
+    with pytest.warns(UserWarning, match=r"^memory: 1 instance\(s\) have tips, but none of this iteration's instances"):
+        cb._warn_if_memory_cannot_help()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cb._warn_if_memory_cannot_help()  # once per run

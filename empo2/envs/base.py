@@ -26,7 +26,11 @@ class StepResult:
     done: bool
     """The episode ended (success, failure, or the environment's own end)."""
     info: dict[str, Any] = field(default_factory=dict)
-    """Extra facts: `success` (bool) at the end, `valid` (whether the action was understood), ..."""
+    """Extra facts. The trainer reads: `success` (bool; the episode's success, read when `done`;
+    absent: False), `raw_valid` (bool; the model's text was already a valid action, before any
+    mapping; absent: False, so `rollout/raw_valid_action_rate` reads 0) and `score` (number; the
+    final score evaluation tables report; absent: the episode's return is used). Everything else is
+    kept in the trajectory files."""
 
 
 class TextEnv(ABC):
@@ -46,7 +50,8 @@ class TextEnv(ABC):
 
     @abstractmethod
     def reset(self, instance: str) -> tuple[str, dict[str, Any]]:
-        """Start an episode on `instance`; return the first observation and info."""
+        """Start an episode on `instance`; return the first observation and info. The trainer reads
+        `info["task"]` (the task in words: part of every memory key; absent: the instance id)."""
 
     @abstractmethod
     def step(self, action: str) -> StepResult:

@@ -1,0 +1,66 @@
+"""Bad input gets one line naming the file or key and what to do, before any model loads."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from empo2.checkpoint import read_checkpoint
+from empo2.config import ConfigError, load_config
+
+
+@pytest.mark.parametrize("text, message", [
+    ("rollout: [1, 2]\n", "rollout: expected a section of `name: value` lines in {path}, got [1, 2]"),
+    ("optim: 3\n", "optim: expected a section of `name: value` lines in {path}, got 3"),
+    ("- a\n- b\n", "config file {path}: expected `key: value` lines at the top, got a list"),
+])
+def test_a_section_of_the_wrong_shape_is_named(tmp_path, text, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == message.format(path=path)
+
+
+def test_yaml_syntax_errors_name_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: {name_or_path: [\n")
+    with pytest.raises(ConfigError, match=rf"^config file {path}: not valid YAML \("):
+        load_config(path)
+
+
+def unreadable(path: Path) -> str:
+    return (f"ckpt_path: {path} is not a readable checkpoint (not a torch zip archive: truncated, or not written "
+            f"by empo2); point ckpt_path at another checkpoint (e.g. an iter_XXXXX.ckpt beside it)")
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "empty"])
+def test_unreadable_checkpoints_are_named(tmp_path, kind):
+    path = tmp_path / f"{kind}.ckpt"
+    if kind == "garbage":
+        path.write_bytes(bytes(range(256)) * 8)
+    elif kind == "truncated":
+        torch.save({"state_dict": {"w": torch.ones(1000)}}, path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(ValueError) as err:
+        read_checkpoint(path)
+    assert str(err.value) == unreadable(path)
+    with pytest.raises(ValueError, match="does not exist"):
+        read_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_fit_and_evaluate_refuse_a_bad_checkpoint_before_anything_loads(tmp_path, capsys):
+    """No model loads (its folder does not even exist) and no run directory is created."""
+    from empo2.evaluate import main as evaluate_main
+    from empo2.fit import main as fit_main
+
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    args = [f"out_dir={tmp_path / 'runs'}", "name=r", f"ckpt_path={bad}", f"model.name_or_path={tmp_path / 'no-model'}"]
+    assert fit_main(args) == 2
+    assert capsys.readouterr().err.strip() == f"config error: {unreadable(bad)}"
+    assert not (tmp_path / "runs").exists()
+    assert evaluate_main(args) != 0
+    assert unreadable(bad) in capsys.readouterr().err
