@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import resource
 import sys
 from contextlib import contextmanager
@@ -31,8 +32,10 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
+@functools.cache
 def _glibc_malloc_trim():
-    """glibc's `malloc_trim`, or None where the C library is not glibc."""
+    """glibc's `malloc_trim`, or None where the C library is not glibc (looked up once: finding the
+    library may run `ldconfig`)."""
     if not sys.platform.startswith("linux"):
         return None
     try:

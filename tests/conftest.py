@@ -160,3 +160,21 @@ def fixed_rows_datamodule(rows):
             return DataLoader(rows, batch_sampler=[list(range(len(rows)))], collate_fn=lambda b: b)
 
     return FixedRows()
+
+
+def one_sgd_step(cfg, rows: list[dict], lr: float):
+    """The real module after one PPO step through `training_step` on `rows`, with plain SGD (the
+    weight change is exactly −lr × the gradient) in place of AdamW."""
+    import lightning as L
+
+    from empo2.module import EMPO2Module
+
+    class SGDModule(EMPO2Module):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.trainable_parameters(), lr=lr)
+
+    module = SGDModule(cfg)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(module, datamodule=fixed_rows_datamodule(rows))
+    return module

@@ -172,19 +172,13 @@ def test_per_step_advantages_reach_the_loss_unchanged(tiny_model):
     """One PPO step through `training_step` on rows with different advantages moves the weights by
     exactly −lr × ∇[−Σ_rows A_row Σ_tokens log π / tokens] (SGD; at the first step the ratio is 1 and
     no clip binds): each row's own advantage, not its episode's, weighs its tokens."""
-    import lightning as L
     import torch
 
     from empo2.config import load_config
     from empo2.models import build_policy
-    from empo2.module import EMPO2Module
     from empo2.token_batch import build_batch, response_logprobs
 
-    from conftest import fixed_rows_datamodule
-
-    class SGDModule(EMPO2Module):
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.trainable_parameters(), lr=0.1)
+    from conftest import one_sgd_step
 
     cfg = load_config(None, [f"model.name_or_path={tiny_model}", "model.lora.enabled=false", "optim.grad_clip=0",
                              "optim.micro_batch_size=2", "rollout.max_prompt_tokens=64", "rollout.max_new_tokens=8"])
@@ -203,10 +197,7 @@ def test_per_step_advantages_reach_the_loss_unchanged(tiny_model):
     (-(torch.tensor(advantages)[:, None] * logp).sum() / tokens).backward()
     expected = {k: -0.1 * p.grad for k, p in reference.named_parameters()}
 
-    module = SGDModule(cfg)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
-    trainer.fit(module, datamodule=fixed_rows_datamodule(rows))
+    module = one_sgd_step(cfg, rows, lr=0.1)
     moved = {k.removeprefix("policy."): p.detach() - before[k.removeprefix("policy.")] for k, p in module.named_parameters()}
     scale = max(float(v.abs().max()) for v in expected.values())
     gap = max(float((moved[k] - expected[k]).abs().max()) for k in expected)

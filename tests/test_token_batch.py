@@ -86,26 +86,16 @@ def test_micro_batches_by_rows_and_tokens():
     assert micro_batches([200, 3], [1, 1], 8, 100) == [[0], [1]]  # a row over budget goes alone
 
 
-def one_sgd_step(model_dir: str, rows: list[dict], overrides: list[str]) -> dict:
-    """Weights after one PPO step through `training_step` (SGD, lr 1: a single step, so the change
-    is exactly the gradient, far above the rounding of the weights), from the same start."""
-    import lightning as L
-
+def budget_step(model_dir: str, rows: list[dict], overrides: list[str]):
+    """Weights (and module) after one PPO step through `training_step` (SGD, lr 1: a single step, so
+    the change is exactly the gradient, far above the rounding of the weights), from the same start."""
     from empo2.config import load_config
-    from empo2.module import EMPO2Module
 
-    from conftest import fixed_rows_datamodule
-
-    class SGDModule(EMPO2Module):
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.trainable_parameters(), lr=1.0)
+    from conftest import one_sgd_step
 
     cfg = load_config(None, [f"model.name_or_path={model_dir}", "model.lora.enabled=false", "optim.grad_clip=0",
                              "rollout.max_prompt_tokens=40", "rollout.max_new_tokens=8", *overrides])
-    module = SGDModule(cfg)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
-    trainer.fit(module, datamodule=fixed_rows_datamodule([dict(r) for r in rows]))
+    module = one_sgd_step(cfg, [dict(r) for r in rows], lr=1.0)
     return {k: p.detach().clone() for k, p in module.named_parameters()}, module
 
 
@@ -121,8 +111,8 @@ def test_token_budget_update_equals_one_big_batch(tiny_model):
         response = torch.randint(10, 1000, (n_response,), generator=g).tolist()
         rows.append({"train_prompt_ids": torch.randint(10, 1000, (n_prompt,), generator=g).tolist(), "response_ids": response,
                      "keep": [1.0] * n_response, "advantage": float(torch.randn(1, generator=g))})
-    small, small_module = one_sgd_step(tiny_model, rows, ["optim.max_tokens_per_micro_batch=48", "optim.micro_batch_size=8"])
-    whole, whole_module = one_sgd_step(tiny_model, rows, ["optim.max_tokens_per_micro_batch=1000", "optim.micro_batch_size=8"])
+    small, small_module = budget_step(tiny_model, rows, ["optim.max_tokens_per_micro_batch=48", "optim.micro_batch_size=8"])
+    whole, whole_module = budget_step(tiny_model, rows, ["optim.max_tokens_per_micro_batch=1000", "optim.micro_batch_size=8"])
     assert small_module._micro_batches([len(r["train_prompt_ids"]) for r in rows], [len(r["response_ids"]) for r in rows]) \
         != whole_module._micro_batches([len(r["train_prompt_ids"]) for r in rows], [len(r["response_ids"]) for r in rows])
     cfg = load_config(None, [f"model.name_or_path={tiny_model}", "model.lora.enabled=false"])
