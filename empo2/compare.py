@@ -4,7 +4,10 @@ Why one harness: a comparison is only fair when every method plays the same inst
 model, prompts, budgets and scorer. Every method here is this trainer with switches, scored on the
 test split at `eval.temperature` with `eval.episodes_per_instance` episodes per instance:
 
-- **naive**: the base model, no memory, no training (`evaluate` without a checkpoint);
+- **naive**: the config's starting model (never the harness's warm start), no memory, no training;
+- **warm_start**: with `compare.warm_start=true` the harness first runs `empo2.sft` once per task
+  (`sft.*`, the first seed) and starts every other method from its policy; this method scores that
+  policy alone, so every trained method can be read against its own starting point;
 - **reflexion**: the base model, memory only, no weight updates: the adaptation loop on the test
   instances themselves for `trainer.max_epochs` iterations (every instance, `episodes_per_instance`
   episodes each, so each iteration is one full evaluation); its score is the last iteration's, after
@@ -14,9 +17,17 @@ test split at `eval.temperature` with `eval.episodes_per_instance` episodes per 
 - **empo2**: training with the config as given, then evaluation (no memory at test time); its
   estimator is the config's `algo.advantage`, so EMPO² with step-level credit is that one switch.
 
-Writes `<run>/compare/`: `results.csv` (one row per method × task × seed), `summary.md` (mean ± std
-over seeds per task, and the mean over tasks), `comparison.png`; each method's own run folder
-(checkpoints, metrics, curves, episodes) is under `<run>/compare/<task>-seed<S>/<method>/`.
+Writes `<run>/compare/`: `results.csv` (one row per method × task × seed), `curves.csv` (each
+cell's return per iteration: training rollouts for trained methods, the adaptation loop for
+reflexion), `summary.md` (mean ± std over seeds of return and success rate per task, and the mean
+over tasks), `comparison.png` and `curves.png` (one line per method, a band of ± one std over
+seeds); each method's own run folder (checkpoints, metrics, curves, episodes) is under
+`<run>/compare/<task>-seed<S>/<method>/`, the warm start under `<run>/compare/<task>/warm_start/`.
+
+Stopping and continuing: every finished cell (method, task, seed) is written to `results.csv` at
+once, and running the same command again skips it; an unfinished cell's folder is removed and the
+cell is run again from its start. Continuing with a different config (other than more seeds or
+methods) is refused, since the table would mix two experiments.
 """
 
 from __future__ import annotations
@@ -24,29 +35,41 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import shutil
 import statistics
 import sys
+import time
 from pathlib import Path
 
-from empo2.config import Config, ConfigError, check_values, load_config
+from empo2.config import Config, ConfigError, check_values, load_config, to_dict, to_yaml
 
 MEAN = "mean over tasks"
 PLAIN_RL = {"grpo": "grpo", "gigpo": "gigpo", "hgpo": "hgpo"}
 """Methods that train without memory or novelty bonus, and the advantage estimator each uses."""
+TRAINED = (*PLAIN_RL, "empo2")
+RESULT_FIELDS = ["method", "task", "seed", "return", "success_rate", "minutes"]
+CURVE_FIELDS = ["method", "task", "seed", "iteration", "return"]
 
 
-def method_config(cfg: Config, method: str, task: str | None, seed: int) -> Config:
-    """The config of one method on one task and seed (its own run folder)."""
+def cell_dir(cfg: Config, task: str | None, seed: int) -> Path:
+    return cfg.run_dir / "compare" / f"{task or 'task'}-seed{seed}"
+
+
+def method_config(cfg: Config, method: str, task: str | None, seed: int, warm: Path | None = None) -> Config:
+    """The config of one method on one task and seed (its own run folder); `warm`: the harness's
+    warm-started policy every method but naive starts from."""
     from empo2.adapt import retarget_env
 
     out = copy.deepcopy(cfg)
     out.seed = seed
     if task is not None:
         retarget_env(out, task, "compare.tasks")
-    out.out_dir = str(cfg.run_dir / "compare" / f"{task or 'task'}-seed{seed}")
+    out.out_dir = str(cell_dir(cfg, task, seed))
     out.name = method
     out.ckpt_path = None
     out.eval.val_every = 0
+    if warm is not None and method != "naive":
+        out.model.init_from = str(warm)
     if method in PLAIN_RL:
         out.mode.p = 0.0
         out.memory.enabled = False
@@ -54,6 +77,32 @@ def method_config(cfg: Config, method: str, task: str | None, seed: int) -> Conf
         out.algo.advantage = PLAIN_RL[method]
     check_values(out)
     return out
+
+
+def warm_start_config(cfg: Config, task: str | None) -> Config:
+    """The `empo2.sft` run of one task: `<run>/compare/<task>/warm_start/`, the first seed."""
+    from empo2.adapt import retarget_env
+
+    out = copy.deepcopy(cfg)
+    if task is not None:
+        retarget_env(out, task, "compare.tasks")
+    out.seed = cfg.compare.seeds[0]
+    out.out_dir = str(cfg.run_dir / "compare" / (task or "task"))
+    out.name = "warm_start"
+    out.ckpt_path = None
+    return out
+
+
+def warm_start(cfg: Config, task: str | None) -> Path:
+    """The task's warm-started policy: reused when a finished one is on disk, else trained."""
+    from empo2.sft import POLICY_DIR, RECORD, sft
+
+    scfg = warm_start_config(cfg, task)
+    policy = scfg.run_dir / POLICY_DIR
+    if (policy / RECORD).is_file():
+        return policy
+    shutil.rmtree(scfg.run_dir, ignore_errors=True)  # an interrupted warm start is redone
+    return sft(scfg)
 
 
 def count_test_instances(cfg: Config) -> int:
@@ -65,8 +114,18 @@ def count_test_instances(cfg: Config) -> int:
         return len(eval_instances(cfg, pool))
 
 
-def run_method(cfg: Config, method: str) -> dict[str, float]:
-    """Train (when the method trains) and score one method; {'return', 'success_rate'}."""
+def training_curve(run_dir: Path) -> list[float]:
+    """Mean training-rollout return per iteration of a finished fit."""
+    from empo2.plots import iteration_rows, read_rows
+
+    metrics = run_dir / "logs" / "metrics.csv"
+    if not metrics.is_file():
+        return []
+    return [float(r["rollout/return"]) for r in iteration_rows(read_rows(metrics)) if "rollout/return" in r]
+
+
+def run_method(cfg: Config, method: str) -> dict:
+    """Train (when the method trains) and score one method: {'return', 'success_rate', 'curve'}."""
     from empo2.adapt import adapt
     from empo2.evaluate import evaluate
     from empo2.fit import fit
@@ -77,62 +136,137 @@ def run_method(cfg: Config, method: str) -> dict[str, float]:
         cfg.rollout.tasks_per_iteration = count_test_instances(cfg)
         cfg.rollout.group_size = cfg.eval.episodes_per_instance
         rows, _, _ = adapt(cfg)
-        return {"return": rows[-1]["return"], "success_rate": rows[-1]["success_rate"]}
-    if method in PLAIN_RL or method == "empo2":
+        return {"return": rows[-1]["return"], "success_rate": rows[-1]["success_rate"],
+                "curve": [r["return"] for r in rows]}
+    curve: list[float] = []
+    if method in TRAINED:
         fit(cfg)
+        curve = training_curve(cfg.run_dir)
         cfg.ckpt_path = "last"
     table, _ = evaluate(cfg)
-    return {"return": table[-1].mean_return, "success_rate": table[-1].success_rate}
+    return {"return": table[-1].mean_return, "success_rate": table[-1].success_rate, "curve": curve}
 
 
-def summarise(results: list[dict]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """Per method and task: mean and (sample) std of the return over seeds, plus the mean over tasks."""
+def summarise(results: list[dict], key: str = "return") -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Per method and task: mean and (sample) std of `key` over seeds, plus the mean over tasks."""
     means: dict[str, dict[str, float]] = {}
     stds: dict[str, dict[str, float]] = {}
     for method in dict.fromkeys(r["method"] for r in results):
         mine = [r for r in results if r["method"] == method]
         for task in dict.fromkeys(r["task"] for r in mine):
-            vals = [r["return"] for r in mine if r["task"] == task]
+            vals = [float(r[key]) for r in mine if r["task"] == task]
             means.setdefault(method, {})[task] = statistics.fmean(vals)
             stds.setdefault(method, {})[task] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        per_seed = [statistics.fmean(r["return"] for r in mine if r["seed"] == s) for s in dict.fromkeys(r["seed"] for r in mine)]
+        per_seed = [statistics.fmean(float(r[key]) for r in mine if r["seed"] == s) for s in dict.fromkeys(r["seed"] for r in mine)]
         means[method][MEAN] = statistics.fmean(per_seed)
         stds[method][MEAN] = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
     return means, stds
 
 
-def write_outputs(results: list[dict], out_dir: Path, title: str) -> Path:
-    from empo2.plots import score_bars
+def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    tmp = path.with_suffix(".csv.partial")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)  # atomic: a stop mid-write keeps the previous table
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_outputs(results: list[dict], out_dir: Path, title: str, curves: list[dict] | None = None) -> Path:
+    from empo2.plots import score_bars, seed_band_curves
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / "results.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["method", "task", "seed", "return", "success_rate"])
-        writer.writeheader()
-        writer.writerows(results)
+    _write_csv(out_dir / "results.csv", RESULT_FIELDS, results)
     means, stds = summarise(results)
-    tasks = [t for t in next(iter(means.values())) if t != MEAN] + [MEAN]
-    seeds = sorted({r["seed"] for r in results})
-    lines = [f"Mean return ± std over seeds {seeds} (test split; success rates in results.csv).", "",
-             "| method | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    s_means, s_stds = summarise(results, "success_rate")
+    tasks = [*dict.fromkeys(str(r["task"]) for r in results), MEAN]
+    seeds = sorted({int(r["seed"]) for r in results})
+    lines = [f"Mean ± std over seeds {seeds} (test split): return, then success rate.", "",
+             "| method | seeds | " + " | ".join(f"{t} return | {t} success" for t in tasks) + " |",
+             "|---|---:|" + "---:|---:|" * len(tasks)]
     for method in means:
-        cells = [f"{means[method][t]:.1f} ± {stds[method][t]:.1f}" for t in tasks]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        n = len({r["seed"] for r in results if r["method"] == method})
+        cells = [f"{means[method][t]:.1f} ± {stds[method][t]:.1f} | {s_means[method][t]:.2f} ± {s_stds[method][t]:.2f}"
+                 if t in means[method] else "– | –" for t in tasks]  # a cell not run yet
+        lines.append(f"| {method} | {n} | " + " | ".join(cells) + " |")
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     score_bars(means, out_dir / "comparison.png", ylabel="mean return (test split)", title=title, errors=stds)
+    if curves:
+        _write_csv(out_dir / "curves.csv", CURVE_FIELDS, curves)
+        for task in dict.fromkeys(c["task"] for c in curves):
+            by_method: dict[str, dict[str, list[float]]] = {}
+            for c in curves:
+                if c["task"] == task:
+                    by_method.setdefault(c["method"], {}).setdefault(str(c["seed"]), []).append(float(c["return"]))
+            name = "curves.png" if len({c["task"] for c in curves}) == 1 else f"curves-{task}.png"
+            seed_band_curves({m: list(runs.values()) for m, runs in by_method.items()}, out_dir / name,
+                             ylabel="mean return per iteration (training rollouts; reflexion: test)",
+                             title=f"{title}: {task}, mean ± std over seeds")
     return out_dir / "summary.md"
 
 
+def _flat(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("options", "trainer"):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_same_experiment(cfg: Config, saved: Path) -> None:
+    """Continuing a comparison needs the config it started with (seeds and methods may grow)."""
+    if not saved.is_file():
+        return
+    before = _flat(to_dict(load_config(saved)))
+    now = _flat(to_dict(cfg))
+    differ = [k for k in now if now[k] != before.get(k) and k not in ("compare.seeds", "compare.methods")]
+    if differ:
+        raise ConfigError(
+            f"compare: {saved.parent} holds a comparison run with another config ({', '.join(differ[:6])} differ); "
+            f"use the same config to continue it, or another name=..."
+        )
+
+
 def compare(cfg: Config) -> tuple[list[dict], Path]:
-    results = []
+    out_dir = cfg.run_dir / "compare"
+    check_same_experiment(cfg, out_dir / "config.yaml")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(to_yaml(cfg))
+    results = _read_csv(out_dir / "results.csv")
+    curves = _read_csv(out_dir / "curves.csv")
+    done = {(r["method"], r["task"], str(r["seed"])) for r in results}
+    title = f"{cfg.name}: methods compared"
     for task in cfg.compare.tasks or [None]:
+        label = task or cfg.env.name
+        warm = warm_start(cfg, task) if cfg.compare.warm_start else None
         for seed in cfg.compare.seeds:
             for method in cfg.compare.methods:
-                mcfg = method_config(cfg, method, task, seed)
+                if (method, label, str(seed)) in done:
+                    continue
+                mcfg = method_config(cfg, method, task, seed, warm)
+                shutil.rmtree(mcfg.run_dir, ignore_errors=True)  # an unfinished cell starts over
+                mcfg.run_dir.mkdir(parents=True)
+                (mcfg.run_dir / "config.yaml").write_text(to_yaml(mcfg))  # what this cell ran
+                t0 = time.perf_counter()
                 score = run_method(mcfg, method)
-                results.append({"method": method, "task": task or cfg.env.name, "seed": seed, **score})
-                print(f"{method:>9}  {task or cfg.env.name}  seed {seed}: return {score['return']:.2f}  "
-                      f"success {score['success_rate']:.2f}", flush=True)
-    summary = write_outputs(results, cfg.run_dir / "compare", title=f"{cfg.name}: methods compared")
+                minutes = round((time.perf_counter() - t0) / 60, 2)
+                results.append({"method": method, "task": label, "seed": seed, "return": score["return"],
+                                "success_rate": score["success_rate"], "minutes": minutes})
+                curves += [{"method": method, "task": label, "seed": seed, "iteration": k, "return": v}
+                           for k, v in enumerate(score["curve"])]
+                write_outputs(results, out_dir, title, curves)
+                print(f"{method:>10}  {label}  seed {seed}: return {score['return']:.2f}  "
+                      f"success {score['success_rate']:.2f}  ({minutes:.1f} min)", flush=True)
+    summary = write_outputs(results, out_dir, title, curves) if results else out_dir / "summary.md"
     return results, summary
 
 

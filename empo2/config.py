@@ -55,6 +55,16 @@ class ModelConfig:
     """Recompute activations in the backward pass to save memory."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """Adapter settings."""
+    init_from: Optional[str] = None
+    """Start from these weights instead of `name_or_path`'s: the `policy/` folder that
+    `python -m empo2.sft` writes (or any model folder of the same architecture). The tokenizer
+    still comes from `name_or_path`. Starting from weights is not resuming: iterations, optimizer
+    and memory start fresh (`ckpt_path` resumes)."""
+
+    @property
+    def weights(self) -> str:
+        """Where the starting weights are read from."""
+        return self.init_from or self.name_or_path
 
 
 @dataclass
@@ -284,11 +294,37 @@ class AdaptConfig:
 @dataclass
 class CompareConfig:
     methods: list[str] = field(default_factory=lambda: ["naive", "reflexion", "grpo", "empo2"])
-    """`python -m empo2.compare`: methods to run (naive, reflexion, grpo, gigpo, hgpo, empo2)."""
+    """`python -m empo2.compare`: methods to run (naive, warm_start, reflexion, grpo, gigpo, hgpo,
+    empo2)."""
     seeds: list[int] = field(default_factory=lambda: [0])
     """Seeds; every method runs once per seed and task."""
     tasks: Optional[list[str]] = None
     """Tasks (the environment retargets `env.options`, as for adaptation); unset: the config's own."""
+    warm_start: bool = False
+    """Run `empo2.sft` (the `sft.*` settings, seed of the first seed) once per task first, and start
+    every method from its weights; the method `warm_start` scores that policy without training."""
+
+
+@dataclass
+class SFTConfig:
+    tasks: Optional[list[str]] = None
+    """`python -m empo2.sft`: the tasks whose demonstrations it trains on (the environment retargets
+    `env.options` to each, as for adaptation); unset: the config's own task."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """`env.options` entries replaced for the demonstrations only (e.g. a smaller KeyRoom house), so
+    a warm start can teach the action format on instances evaluation never plays."""
+    split: str = "train"
+    """Which split of the demonstration environment's instances is demonstrated."""
+    max_instances: Optional[int] = None
+    """Demonstrate at most this many instances per task (the first ones of the split)."""
+    val_fraction: float = 0.2
+    """Share of the demonstrations held out to measure the log-likelihood of unseen ones."""
+    epochs: int = 3
+    """Passes over the demonstration rows."""
+    lr: float = 1e-4
+    """AdamW learning rate (weight decay and betas as `optim.*`)."""
+    batch_size: int = 8
+    """Rows (one prompt + the demonstrated answer) per optimizer step."""
 
 
 @dataclass
@@ -354,6 +390,8 @@ class Config:
     """Adaptation with memory only (`python -m empo2.adapt`, EMPO2.md §8)."""
     compare: CompareConfig = field(default_factory=CompareConfig)
     """Baselines in one harness (`python -m empo2.compare`)."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """Supervised warm start on demonstrations (`python -m empo2.sft`)."""
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
     """Options of the sharded strategies (`trainer.strategy` fsdp or fsdp2)."""
     trainer: dict[str, Any] = field(
@@ -389,6 +427,7 @@ _CHOICES = {
     "engine.dtype": (None, "float32", "bfloat16", "float16"),
     "sharding.mixed_precision": ("none", "bf16", "fp16"),
     "adapt.split": ("train", "test"),
+    "sft.split": ("train", "test"),
 }
 _POSITIVE = (
     "rollout.tasks_per_iteration", "rollout.group_size", "rollout.max_new_tokens",
@@ -397,14 +436,14 @@ _POSITIVE = (
     "checkpoint.every_n_iterations", "algo.dual_clip", "memory.top_k", "memory.capacity",
     "memory.tip_max_tokens", "memory.embed_batch_size", "eval.episodes_per_instance",
     "engine.gpu_memory_utilization", "engine.tensor_parallel_size", "engine.cpu_kv_cache_gb",
-    "engine.verify_tolerance", "adapt.iterations",
+    "engine.verify_tolerance", "adapt.iterations", "sft.epochs", "sft.lr", "sft.batch_size",
 )
 _NON_NEGATIVE = (
     "rollout.temperature", "eval.temperature", "eval.val_every", "env.pool_size", "optim.weight_decay", "optim.grad_clip",
     "algo.clip_low", "algo.clip_high", "algo.adv_eps", "model.lora.dropout", "intrinsic.coef",
     "memory.tip_temperature", "algo.kl_coef", "algo.step_weight", "algo.history_levels", "algo.level_alpha",
 )
-COMPARE_METHODS = ("naive", "reflexion", "grpo", "gigpo", "hgpo", "empo2")
+COMPARE_METHODS = ("naive", "warm_start", "reflexion", "grpo", "gigpo", "hgpo", "empo2")
 _PROBABILITIES = ("mode.p", "mode.q")
 # Logger name -> packages that provide it (any one of them).
 _LOGGER_PACKAGES: dict[str, tuple[str, ...]] = {"csv": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
@@ -489,6 +528,18 @@ def check_values(cfg: Config) -> None:
         raise ConfigError(f"compare.methods: {unknown or 'empty'}; choose from {', '.join(COMPARE_METHODS)}")
     if not cfg.compare.seeds:
         raise ConfigError("compare.seeds: give at least one seed")
+    if "warm_start" in cfg.compare.methods and not cfg.compare.warm_start:
+        raise ConfigError("compare.methods: warm_start scores the `empo2.sft` policy; set compare.warm_start=true")
+    if not 0 <= cfg.sft.val_fraction < 1:
+        raise ConfigError(f"sft.val_fraction: a share in [0, 1), got {cfg.sft.val_fraction}")
+    if cfg.sft.max_instances is not None and cfg.sft.max_instances < 1:
+        raise ConfigError(f"sft.max_instances: must be >= 1, got {cfg.sft.max_instances}")
+    init = cfg.model.init_from
+    if init is not None and not (Path(init).expanduser() / "config.json").is_file():
+        raise ConfigError(
+            f"model.init_from: {init} is not a model folder (no config.json); point it at the policy/ "
+            f"folder that `python -m empo2.sft` writes in its run directory"
+        )
     if cfg.eval.max_instances is not None and cfg.eval.max_instances < 1:
         raise ConfigError(f"eval.max_instances: must be >= 1, got {cfg.eval.max_instances}")
     bad = [name for name in cfg.logging.loggers if name not in _LOGGER_PACKAGES]

@@ -136,6 +136,23 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32"):
     )
 
 
+ARCHITECTURE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "intermediate_size")
+
+
+def check_same_architecture(name_or_path: str, init_from: str, loaded_config: Any) -> None:
+    """`model.init_from` must hold weights of `model.name_or_path`'s architecture (the tokenizer and
+    every size the run was configured for come from there)."""
+    from transformers import AutoConfig
+
+    base = AutoConfig.from_pretrained(resolve(name_or_path), local_files_only=True)
+    differ = [k for k in ARCHITECTURE_KEYS if getattr(base, k, None) != getattr(loaded_config, k, None)]
+    if differ:
+        shown = ", ".join(f"{k} {getattr(loaded_config, k, None)} vs {getattr(base, k, None)}" for k in differ)
+        raise ValueError(f"model.init_from: {init_from} is not a {name_or_path} model ({shown}); "
+                         f"warm-start with the same model.name_or_path")
+
+
 def build_policy(model_cfg: Any, seed: int):
     """The trainable policy of `model.*`: the base model, gradient checkpointing, LoRA adapters.
     Adapter initialisation draws random numbers: here they are a function of `seed` alone."""
@@ -143,7 +160,9 @@ def build_policy(model_cfg: Any, seed: int):
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = load_causal_lm(model_cfg.name_or_path, model_cfg.dtype)
+        model = load_causal_lm(model_cfg.weights, model_cfg.dtype)
+        if model_cfg.init_from:
+            check_same_architecture(model_cfg.name_or_path, model_cfg.init_from, model.config)
         model.config.use_cache = False
         if model_cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

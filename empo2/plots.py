@@ -138,6 +138,32 @@ def score_bars(groups: dict[str, dict[str, float]], out_png: str | Path, ylabel:
     return _save(fig, out_png)
 
 
+def seed_band_curves(curves: dict[str, list[list[float]]], out_png: str | Path, ylabel: str = "mean return",
+                     title: str = "") -> Path:
+    """One line per method: the mean over seeds of `curves[method][seed][iteration]`, with a band of
+    ± one standard deviation over seeds (seeds of unequal length are cut to the shortest)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, runs in curves.items():
+        runs = [r for r in runs if r]
+        if not runs:
+            continue
+        n = min(len(r) for r in runs)
+        cols = [[r[k] for r in runs] for k in range(n)]
+        mean = [sum(c) / len(c) for c in cols]
+        std = [math.sqrt(sum((v - m) ** 2 for v in c) / (len(c) - 1)) if len(c) > 1 else 0.0 for c, m in zip(cols, mean)]
+        xs = list(range(n))
+        line, = ax.plot(xs, mean, marker="o", markersize=3, label=f"{name} ({len(runs)} seeds)")
+        ax.fill_between(xs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                        color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.axhline(0, color="0.3", linewidth=0.8)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _save(fig, out_png)
+
+
 def axis_labels(fig: Any) -> list[dict[str, str]]:
     """Title and axis labels of each plot in a figure (also stored in the PNG, see `_save`)."""
     return [{"title": ax.get_title(), "x": ax.get_xlabel(), "y": ax.get_ylabel()} for ax in fig.get_axes()]

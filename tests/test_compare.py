@@ -66,4 +66,37 @@ def test_compare_end_to_end(warm_model, tmp_path):
         assert (run / "logs" / "learning_curves.png").is_file() and (run / "trajectories" / "index.html").is_file()
         assert (run / "eval").is_dir()
     assert not (out / "find-seed0" / "grpo" / "memory").exists()
+    # Curves: one per trained cell (its training iterations) and reflexion's adaptation iterations.
+    with (out / "curves.csv").open() as fh:
+        curves = list(csv.DictReader(fh))
+    assert {(c["method"], c["iteration"]) for c in curves if c["task"] == "find"} == {
+        ("grpo", "0"), ("empo2", "0"), ("reflexion", "0")}
+    assert json.loads(Image.open(out / "curves-find.png").text["Axes"])[0]["x"] == "iteration"
     assert (out / "find-seed0" / "reflexion" / "adapt" / "same-task-seed0" / "adaptation.csv").is_file()
+
+
+@pytest.mark.slow
+def test_compare_continues_where_it_stopped(warm_model, tmp_path):
+    """Finished cells (and the warm start) are kept when the same comparison runs again with more
+    seeds; another config is refused before anything runs."""
+    over = tiny_overrides(warm_model, tmp_path, name="cmp", **{
+        "eval.episodes_per_instance": 1, "eval.max_instances": 2, "compare.methods": "[naive,warm_start]",
+        "compare.warm_start": True, "sft.tasks": "[find-here]", "sft.epochs": 1, "sft.max_instances": 4})
+    assert main([*over, "compare.seeds=[0]"]) == 0
+    out = tmp_path / "cmp" / "compare"
+    record = out / "task" / "warm_start" / "policy" / "warm_start.json"
+    first_eval = next((out / "task-seed0" / "naive" / "eval").glob("*.csv"))
+    stamps = (record.stat().st_mtime_ns, first_eval.stat().st_mtime_ns)
+    with (out / "results.csv").open() as fh:
+        before = list(csv.DictReader(fh))
+    assert main([*over, "compare.seeds=[0,1]"]) == 0
+    with (out / "results.csv").open() as fh:
+        after = list(csv.DictReader(fh))
+    assert after[:2] == before and [(r["method"], r["seed"]) for r in after[2:]] == [("naive", "1"), ("warm_start", "1")]
+    assert (record.stat().st_mtime_ns, first_eval.stat().st_mtime_ns) == stamps
+    # Every method but naive started from the warm start.
+    assert load_config(out / "task-seed1" / "warm_start" / "config.yaml").model.init_from == str(record.parent)
+    assert load_config(out / "task-seed1" / "naive" / "config.yaml").model.init_from is None
+    assert main([*over, "compare.seeds=[0,1]", "optim.lr=0.5"]) == 2
+    with (out / "results.csv").open() as fh:
+        assert list(csv.DictReader(fh)) == after

@@ -102,7 +102,7 @@ class VLLMEngine(RolloutEngine):
         e, r = cfg.engine, cfg.rollout
         longest = max(r.max_new_tokens, cfg.memory.tip_max_tokens if cfg.memory.enabled else 0)
         settings = VLLMSettings(
-            model_path=resolve(cfg.model.name_or_path),
+            model_path=resolve(cfg.model.weights),
             dtype=e.dtype or cfg.model.dtype,
             max_model_len=e.max_model_len or r.max_prompt_tokens + longest,
             max_num_seqs=e.max_batch_size,

@@ -94,6 +94,20 @@ class TextEnv(ABC):
         Default: the first non-empty line, always well formed."""
         return first_line(text), True
 
+    # ---- warm start (optional) ---------------------------------------------------------------
+    def demonstrations(self, instances: list[str]) -> list[list[str]]:
+        """One action sequence per instance that solves it, for `python -m empo2.sft` (a gold path,
+        a scripted solver). Each is replayed through `reset`/`step` and rendered with the rollout's
+        own prompt code, so only the actions are needed here."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no demonstrations; implement TextEnv.demonstrations to warm-start on it"
+        )
+
+    def answer_for(self, action: str) -> str:
+        """The answer a model writes to take `action`: what `parse_action` reads back as that action
+        (the warm start's training target)."""
+        return action
+
     def close(self) -> None:
         """Release processes and files."""
 

@@ -151,6 +151,25 @@ class KeyRoomEnv(TextEnv):
             info["success"] = self._score == 100
         return StepResult(obs, float(self._score - before), self._done, info)
 
+    def demonstrations(self, instances: list[str]) -> list[list[str]]:
+        """A scripted explorer: focus on the target when it is in sight, else go through a door it
+        has not been through yet, in an order drawn from the instance (it knows the task, not the
+        house), so demonstrations do not teach "always the first door listed"."""
+        out = []
+        for instance in instances:
+            self._build(instance)
+            others = [room for room in self._layout if room != "hallway"]
+            random.Random(f"demo/{instance}").shuffle(others)
+            actions = []
+            for room in ["hallway", *others]:
+                if room != "hallway":
+                    actions.append(f"go to {room}")
+                if self._target in self._layout[room]:
+                    actions.append(f"focus on {self._target}")
+                    break
+            out.append(actions)
+        return out
+
     def _describe(self) -> str:
         items = ", ".join(f"a {o}" for o in self._layout[self._room])
         doors = ", ".join(r for r in self._layout if r != self._room)

@@ -159,6 +159,17 @@ class ScienceWorldEnv(TextEnv):
             out += [f"{task}/{v}" for v in variations]
         return out
 
+    def demonstrations(self, instances: list[str]) -> list[list[str]]:
+        """The simulator's own gold action sequences (cached with the worked examples)."""
+        out = []
+        for instance in instances:
+            task, _, var = instance.rpartition("/")
+            if task not in self.tasks or not var.isdigit():
+                raise ValueError(f"unknown ScienceWorld instance {instance!r}; tasks: {self.tasks}")
+            gold = self._gold.get(self._jvm(), task, int(var), simplification_for(task, self.simplification))
+            out.append([action for action, _ in gold["steps"]])
+        return out
+
     def max_turns(self, instance: str) -> int:
         return self.turn_caps.get(self.task_of(instance), self.default_max_turns)
 

@@ -177,3 +177,31 @@ class WebShopEnv(TextEnv):
 
     def parse_action(self, text: str) -> tuple[str, bool]:
         return parse_answer(text)
+
+    # ------------------------------------------------------------------ warm start
+    def demonstrations(self, instances: list[str]) -> list[list[str]]:
+        """A scripted shopper: search for the request's words, page to the goal's product, choose
+        its options, buy (it plays each instance to find the pages)."""
+        out = []
+        for instance in instances:
+            self.reset(instance)
+            goal = self.goal
+            actions = [f"search[{' '.join([goal.query, *goal.attributes])}]"]
+            self.step(actions[-1])
+            while goal.asin.lower() not in self.site.clickables() and "next >" in self.site.clickables():
+                actions.append("click[next >]")
+                self.step(actions[-1])
+            actions += [f"click[{goal.asin.lower()}]", *(f"click[{v}]" for v in goal.options), "click[buy now]"]
+            out.append(actions)
+        return out
+
+    def answer_for(self, action: str) -> str:
+        if action.startswith("search["):
+            why = "I search for the words of the request."
+        elif action == "click[next >]":
+            why = "The product that fits is not on this page; I look at the next one."
+        elif action == "click[buy now]":
+            why = "The product and its options match the request; I buy it."
+        else:
+            why = "This item matches the request; I select it."
+        return f"<think>{why}</think>\n<action>{action}</action>"
