@@ -275,12 +275,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", action="append", help="YAML file(s): the EMPO² run every method derives from")
     parser.add_argument("overrides", nargs="*", help="compare.seeds=[0,1] compare.tasks=[...] compare.methods=[...] ...")
     args = parser.parse_args(argv)
+    from empo2.preemption import run_guarded
+
+    command = "python -m empo2.compare " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        _, summary = compare(cfg)
+        result, code = run_guarded(lambda: compare(cfg), lambda stop: f"finished cells are kept; continue with: {command}")
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    if code:
+        return code
+    _, summary = result
     print(summary.read_text())
     print(f"written to {summary.parent}")
     return 0

@@ -202,11 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
+    from empo2.preemption import resume_hint, run_guarded
+
+    command = "python -m empo2.fit " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
-        trainer = fit(cfg)
+        trainer, code = run_guarded(lambda: fit(cfg), lambda stop: resume_hint(cfg.run_dir, command))
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    if code:
+        return code
     metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if not k.startswith("time/")}
     print(f"run directory: {cfg.run_dir}")
     print({k: metrics[k] for k in sorted(metrics) if k.startswith(("rollout/return", "rollout/success", "train/loss"))})

@@ -1,0 +1,92 @@
+"""SIGTERM ends a run within seconds with a non-zero exit, keeps a loadable checkpoint of the last
+complete iteration, and a resume from it equals a run that was never stopped."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from empo2.checkpoint import read_checkpoint
+from empo2.config import load_config
+from empo2.fit import fit
+from empo2.preemption import Preempted, PreemptionGuard
+
+from conftest import tiny_overrides
+from test_fit import read_metrics, stable
+
+ROOT = Path(__file__).resolve().parents[1]
+# Memory modes every iteration, so tips, memory versions and the novelty table are all in play.
+OVER = {"env.cls": "signalling_env:SignallingKeyRoom", "trainer.max_epochs": 3, "mode.p": 1.0, "mode.q": 0.5,
+        "mode.granularity": "group", "env.train_instances": "[find/0,find/1]"}
+EPISODES_PER_ITERATION = 8  # rollout.tasks_per_iteration 2 × rollout.group_size 4 (tiny_overrides)
+
+
+@pytest.fixture(scope="module")
+def straight(warm_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    fit(load_config(None, tiny_overrides(warm_model, out, name="run", **OVER)))
+    return out / "run"
+
+
+def next_iteration(run: Path) -> int:
+    ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt", weights=False)
+    return int(ckpt["RolloutDataModule"]["next_iteration"])
+
+
+def assert_resume_equals(straight_run: Path, warm_model, out: Path, name: str) -> None:
+    fit(load_config(None, tiny_overrides(warm_model, out, name=name, ckpt_path="last", **OVER)))
+    assert stable(read_metrics(out / name)) == stable(read_metrics(straight_run))
+    for k in range(3):
+        name_k = f"iter_{k:05d}.jsonl"
+        assert (out / name / "trajectories" / name_k).read_text() == (straight_run / "trajectories" / name_k).read_text()
+
+
+@pytest.mark.slow
+def test_sigterm_during_rollout(warm_model, straight, tmp_path):
+    stamp = tmp_path / "signalled_at"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+               EMPO2_TEST_SIGTERM_AT_RESET=str(EPISODES_PER_ITERATION + 3),  # iteration 1, fourth episode
+               EMPO2_TEST_SIGNAL_STAMP=str(stamp))
+    proc = subprocess.run([sys.executable, "-m", "empo2.fit", *tiny_overrides(warm_model, tmp_path, name="cut", **OVER)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    ended = time.time()
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("stopped by SIGTERM: resume with: python -m empo2.fit") and "ckpt_path=last" in last_line
+    # Nothing runs after the signal but closing: environments, Lightning's teardown, the interpreter
+    # (about 2 s here); 30 s is far inside any scheduler's grace period and far above that.
+    assert ended - float(stamp.read_text()) < 30
+    assert next_iteration(tmp_path / "cut") == 1  # iteration 0 complete, iteration 1 abandoned
+    assert_resume_equals(straight, warm_model, tmp_path, "cut")
+
+
+class SignalAtUpdate(L.Callback):
+    """Sends SIGTERM to this process as the update of iteration 1 starts."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_sigterm_during_update(warm_model, straight, tmp_path):
+    cfg = load_config(None, tiny_overrides(warm_model, tmp_path, name="cut", **OVER))
+    with pytest.raises(Preempted) as stop, PreemptionGuard():
+        fit(cfg, extra_callbacks=[SignalAtUpdate()])
+    assert stop.value.exit_code == 143
+    assert next_iteration(tmp_path / "cut") == 1
+    assert [r["iteration"] for r in read_metrics(tmp_path / "cut")] == ["0.0"]  # no row for the abandoned one
+    assert_resume_equals(straight, warm_model, tmp_path, "cut")
+
+
+def test_guard_restores_the_previous_handler():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Preempted), PreemptionGuard():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    assert signal.getsignal(signal.SIGTERM) == before
