@@ -222,13 +222,19 @@ def _flat(d: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+FREE_TO_CHANGE = ("logging.", "checkpoint.")
+"""Config sections that do not change what a cell measures (a continued comparison may change them)."""
+
+
 def check_same_experiment(cfg: Config, saved: Path) -> None:
-    """Continuing a comparison needs the config it started with (seeds and methods may grow)."""
+    """Continuing a comparison needs the config it started with (seeds and methods may grow;
+    logging and checkpointing may change)."""
     if not saved.is_file():
         return
     before = _flat(to_dict(load_config(saved)))
     now = _flat(to_dict(cfg))
-    differ = [k for k in now if now[k] != before.get(k) and k not in ("compare.seeds", "compare.methods")]
+    differ = [k for k in now if now[k] != before.get(k) and k not in ("compare.seeds", "compare.methods")
+              and not k.startswith(FREE_TO_CHANGE)]
     if differ:
         raise ConfigError(
             f"compare: {saved.parent} holds a comparison run with another config ({', '.join(differ[:6])} differ); "

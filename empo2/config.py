@@ -345,7 +345,8 @@ class CheckpointConfig:
     every_n_iterations: int = 1
     """Save a checkpoint every this many iterations (always also `last.ckpt`)."""
     keep: int = 1
-    """How many periodic checkpoints to keep besides `last` (-1 keeps all)."""
+    """How many periodic checkpoints to keep besides `last` (-1 keeps all; at least 1, since
+    Lightning writes `last.ckpt` only beside a periodic one)."""
 
 
 @dataclass
@@ -510,6 +511,11 @@ def check_values(cfg: Config) -> None:
             f"optim.max_tokens_per_micro_batch: {budget} cannot hold one row of rollout.max_prompt_tokens + "
             f"rollout.max_new_tokens = {longest_row} tokens; raise it to >= {longest_row} (or lower "
             f"rollout.max_prompt_tokens), or leave it unset"
+        )
+    if cfg.checkpoint.keep == 0 or cfg.checkpoint.keep < -1:
+        raise ConfigError(
+            f"checkpoint.keep: {cfg.checkpoint.keep} keeps no checkpoint at all (Lightning writes last.ckpt only "
+            f"beside a periodic one); use 1 or more, or -1 to keep all"
         )
     if len(cfg.optim.betas) != 2:
         raise ConfigError(f"optim.betas: needs two numbers, got {cfg.optim.betas}")

@@ -33,6 +33,10 @@ def test_defaults_and_overrides(tmp_path):
     ("env.max_turns=0", "env.max_turns"),
     ("optim.max_tokens_per_micro_batch=4000", "optim.max_tokens_per_micro_batch"),  # < one row (4500 + 32)
     ("optim.token_layout=ragged", "optim.token_layout"),
+    ("checkpoint.keep=0", "checkpoint.keep"),                # Lightning would write no last.ckpt
+    ("sft.val_fraction=1.0", "sft.val_fraction"),
+    ("sft.split=dev", "sft.split"),
+    ("compare.methods=[warm_start]", "compare.methods"),     # needs compare.warm_start=true
 ])
 def test_errors_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:
