@@ -156,6 +156,8 @@ def test_init_from_checked_before_the_model_loads(tiny_model, tmp_path):
 
 
 def test_init_from_of_another_architecture_is_named(tiny_model, embedded_model, tmp_path):
-    run = load_config(None, tiny_overrides(tiny_model, tmp_path, **{"model.init_from": embedded_model}))
+    from empo2.models import resolve
+
+    run = load_config(None, tiny_overrides(tiny_model, tmp_path, **{"model.init_from": resolve(embedded_model)}))
     with pytest.raises(ValueError, match=r"model.init_from: .* is not a .* model \(.*hidden_size 576 vs 64"):
         build_policy(run.model, 0)
