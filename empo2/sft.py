@@ -101,9 +101,7 @@ def split_rows(demos: Demonstrations, val_fraction: float, seed: int) -> tuple[l
     episodes = list(demos.episodes)
     random.Random(seed).shuffle(episodes)
     n_val = math.floor(val_fraction * len(episodes))
-    held, kept = episodes[:n_val], episodes[n_val:]
-    rows = lambda eps: [(s.prompt_ids, s.response_ids) for ep in eps for s in ep.steps]  # noqa: E731
-    return rows(kept), rows(held)
+    return Demonstrations(episodes=episodes[n_val:]).rows(), Demonstrations(episodes=episodes[:n_val]).rows()
 
 
 def answer_nll(policy: torch.nn.Module, rows: list[Row], pad_id: int) -> torch.Tensor:
