@@ -38,7 +38,7 @@ def phase(cfg, pool, engine, tokenizer, instances, seed) -> tuple[int, float, fl
     params = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, stop=list(r.stop))
     t0 = time.perf_counter()
     stats = run_episodes(pool.take(len(episodes)), episodes, engine, tokenizer, params, r.max_prompt_tokens,
-                         max_turns=cfg.env.max_turns)
+                         max_turns=cfg.env.max_turns, layout=r.prompt_layout)
     return stats.generated_tokens, stats.generation_s, time.perf_counter() - t0
 
 

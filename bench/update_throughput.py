@@ -51,12 +51,12 @@ def matmul_flops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def padding_share(rows, micro: int, budget: int, sort: bool) -> float:
-    prompts, responses = [len(r["prompt_ids"]) for r in rows], [len(r["response_ids"]) for r in rows]
+    prompts, responses = [len(r.train_prompt) for r in rows], [len(r.response_ids) for r in rows]
     groups = micro_batches(prompts, responses, micro, budget) if sort \
         else [list(range(i, min(i + micro, len(rows)))) for i in range(0, len(rows), micro)]
     real = padded = 0
     for idx in groups:
-        b = pack([rows[i]["prompt_ids"] for i in idx], [rows[i]["response_ids"] for i in idx], 0)
+        b = pack([rows[i].train_prompt for i in idx], [rows[i].response_ids for i in idx], 0)
         real, padded = real + b.real_tokens, padded + b.padded_tokens
     return 1 - real / padded
 
@@ -83,7 +83,7 @@ def main() -> None:
         tokens = secs = flops = padded = 0.0
         for it in probe.iterations:
             s, rows = it["stats"], it["rows"]
-            t_resp = sum(len(r["response_ids"]) for r in rows) * cfg.optim.ppo_epochs
+            t_resp = sum(len(r.response_ids) for r in rows) * cfg.optim.ppo_epochs
             forward = 2 * n_body * s["real_tokens"] + 2 * vocab * d * t_resp
             flops += forward * (1 + backward_factor)
             tokens += s["real_tokens"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -29,21 +30,23 @@ from torch.utils.data import DataLoader
 from empo2 import distributed as D
 from empo2.advantage import ADVANTAGES, CreditEpisode, CreditSettings
 from empo2.config import Config
+from empo2.conversation import PromptLayout
 from empo2.engines import RolloutEngine, SamplingParams, build_engine
 from empo2.envs import EnvPool, TextEnv, env_class
 from empo2.episode import Episode
 from empo2.module import update_prompts
 from empo2.peak_memory import PeakMemory
 from empo2.rollout import RolloutStats, run_episodes
+from empo2.training_rows import Segment, TrainingRow, mini_batches, segments
 
 
 GAP_PROBE_ROWS = 16
 """Rows trained on another prompt than they were sampled with, re-scored for the gap metric."""
 
 
-def keep_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Collate: rows stay python lists; the module pads per micro-batch."""
-    return rows
+def keep_rows(segments: list[Segment]) -> list[Segment]:
+    """Collate: segments stay python objects; the module builds tensors per micro-batch."""
+    return segments
 
 
 def iteration_seed(seed: int, iteration: int, rank: int) -> int:
@@ -155,7 +158,7 @@ class RolloutDataModule(L.LightningDataModule):
             max_turns=self.cfg.env.max_turns, tips_for=self._tip_source(episodes),
             progress=self.cfg.logging.progress_bar and rank == 0,
             desc=f"iteration {iteration} rollout ({'/'.join(sorted(set(modes)))})",
-            tips_scope=self.cfg.memory.tips_in_history,
+            layout=self.prompt_layout(),
         )
         t1 = time.perf_counter()
         memory |= self.peak.metrics("rollout")
@@ -175,16 +178,21 @@ class RolloutDataModule(L.LightningDataModule):
         self._call_hooks("on_rollout_scored", episodes)
         self.episodes = episodes
         self.next_iteration = iteration + 1
-        self.iteration_metrics = memory | self._metrics(episodes, rows, stats, rollout_s=t1 - t0, hooks_s=t2 - t1, logprob_s=t4 - t3)
-        batches = self._batches(len(rows), seed)
+        segs = segments(rows, shared=self.cfg.optim.sequences == "shared")
+        self.iteration_metrics = memory | self._metrics(episodes, rows, segs, stats, rollout_s=t1 - t0,
+                                                        hooks_s=t2 - t1, logprob_s=t4 - t3)
+        batches = self._batches(segs, seed)
         if not batches:  # every episode on every rank failed before acting: skip this update
             return self._placeholder()
-        return DataLoader(rows, batch_sampler=batches, collate_fn=keep_rows)
+        return DataLoader(segs, batch_sampler=batches, collate_fn=keep_rows)
 
     @staticmethod
     def _placeholder() -> DataLoader:
         """One empty batch: the fit loop keeps going and `training_step` does nothing with it."""
         return DataLoader([], batch_sampler=[[]], collate_fn=keep_rows)
+
+    def prompt_layout(self) -> PromptLayout:
+        return replace(self.cfg.rollout.prompt_layout, tips_scope=self.cfg.memory.tips_in_history)
 
     def sample_modes(self, n_groups: int) -> list[str]:
         """EMPO2.md §2: on_policy w.p. 1−p, on_policy_memory w.p. p(1−q), off_policy w.p. pq;
@@ -221,84 +229,72 @@ class RolloutDataModule(L.LightningDataModule):
             ep.advantage = adv[0]
             ep.step_advantages = list(adv[:len(ep.steps)])
 
-    def build_rows(self, episodes: list[Episode], tokenizer) -> list[dict[str, Any]]:
-        """One training row per step, carrying its step's advantage (the episode's, for episode-level
-        estimators).
+    def build_rows(self, episodes: list[Episode], tokenizer) -> list[TrainingRow]:
+        """One training row per step (episode and step order), carrying its step's advantage (the
+        episode's, for episode-level estimators).
 
         Which prompt each log-prob is taken on is the module's `update_prompts` (EMPO2.md §6.3);
-        `tipfree_prompt_ids` is where the low-probability mask is decided (§6.4)."""
+        `tipfree_prompt` is where the low-probability mask is decided (§6.4)."""
         budget = self.cfg.rollout.max_prompt_tokens
         rows = []
         for ep in episodes:
+            tipfree_prompts = ep.step_prompts(tokenizer, budget, with_tips=False) if ep.uses_memory else None
             for i, s in enumerate(ep.steps):
                 if not s.response_ids:
                     continue
-                tipfree = ep.prompt_at(i, tokenizer, budget, with_tips=False) if ep.uses_memory else s.prompt_ids
+                tipfree = tipfree_prompts[i] if tipfree_prompts is not None else s.prompt_ids
                 use = update_prompts(self.cfg, ep.mode, s.prompt_ids, tipfree)
-                rows.append({
-                    "prompt_ids": s.prompt_ids, "train_prompt_ids": use.train, "old_prompt_ids": use.old,
-                    "tipfree_prompt_ids": tipfree, "response_ids": s.response_ids,
-                    "engine_logprobs": s.engine_logprobs, "advantage": ep.advantage_at(i), "episode": ep.uid,
-                    "mode": ep.mode, "masked": use.masked,
-                })
+                rows.append(TrainingRow(
+                    episode=ep.uid, mode=ep.mode, rollout_prompt=s.prompt_ids, train_prompt=use.train,
+                    old_prompt=use.old, tipfree_prompt=tipfree, response_ids=s.response_ids,
+                    engine_logprobs=s.engine_logprobs, advantage=ep.advantage_at(i), masked=use.masked,
+                    old_on_rollout_prompt=use.old_is_rollout,
+                ))
         return rows
 
-    def add_old_logprobs(self, rows: list[dict[str, Any]], module) -> None:
+    def add_old_logprobs(self, rows: list[TrainingRow], module) -> None:
         """log π_old on each row's old prompt, and the keep-mask from the tip-free log-probs
-        (one batched pass over the distinct (prompt, response) pairs)."""
+        (one batched pass over the distinct (prompt, response) pairs, each kind of prompt in row
+        order so that an episode's pairs chain into shared sequences)."""
         wanted: dict[tuple, int] = {}
-        pairs: list[tuple[list[int], list[int]]] = []
+        prompts: list[list[int]] = []
+        responses: list[list[int]] = []
+
+        def want(prompt: list[int], response: list[int]) -> int:
+            key = (tuple(prompt), tuple(response))
+            if key not in wanted:
+                wanted[key] = len(prompts)
+                prompts.append(prompt)
+                responses.append(response)
+            return wanted[key]
+
         # The engine/trainer gap is measured on the prompt the engine sampled with; rows trained on
         # another prompt (off-policy) add a few rollout-prompt passes just for that diagnostic.
-        probes = [r for r in rows if r["old_prompt_ids"] is not r["prompt_ids"]][:GAP_PROBE_ROWS]
-        for row in probes:
-            row["gap_probe"] = True
-        for row in rows:
-            keys = [row["old_prompt_ids"]] + ([row["tipfree_prompt_ids"]] if row["masked"] else [])
-            keys += [row["prompt_ids"]] if row.get("gap_probe") else []
-            for prompt in keys:
-                k = (tuple(prompt), tuple(row["response_ids"]))
-                if k not in wanted:
-                    wanted[k] = len(pairs)
-                    pairs.append((prompt, row["response_ids"]))
-        logps = module.compute_logprobs([p for p, _ in pairs], [r for _, r in pairs], self.cfg.rollout.temperature)
+        for row in [r for r in rows if not r.old_on_rollout_prompt][:GAP_PROBE_ROWS]:
+            row.gap_probe = True
+        old_at = [want(r.old_prompt, r.response_ids) for r in rows]
+        tipfree_at = [want(r.tipfree_prompt, r.response_ids) if r.masked else -1 for r in rows]
+        probe_at = [want(r.rollout_prompt, r.response_ids) if r.gap_probe else -1 for r in rows]
+        logps = module.compute_logprobs(prompts, responses, self.cfg.rollout.temperature)
         if self.cfg.algo.kl_coef > 0:  # log π_ref on the prompt each row is trained on
-            train_pairs: dict[tuple, int] = {}
-            for row in rows:
-                train_pairs.setdefault((tuple(row["train_prompt_ids"]), tuple(row["response_ids"])), len(train_pairs))
-            refs = module.compute_logprobs([list(p) for p, _ in train_pairs], [list(r) for _, r in train_pairs],
+            refs = module.compute_logprobs([r.train_prompt for r in rows], [r.response_ids for r in rows],
                                            self.cfg.rollout.temperature, reference=True)
-            for row in rows:
-                row["ref_logprobs"] = refs[train_pairs[(tuple(row["train_prompt_ids"]), tuple(row["response_ids"]))]]
+            for row, ref in zip(rows, refs):
+                row.ref_logprobs = ref
         m = self.cfg.mask
-        for row in rows:
-            resp = tuple(row["response_ids"])
-            row["old_logprobs"] = logps[wanted[(tuple(row["old_prompt_ids"]), resp)]]
-            row["rollout_prompt_logprobs"] = (
-                row["old_logprobs"] if row["old_prompt_ids"] is row["prompt_ids"]
-                else logps[wanted[(tuple(row["prompt_ids"]), resp)]] if row.get("gap_probe") else None
-            )
-            keep = [1.0] * len(resp)
-            if row["masked"]:
-                tipfree = logps[wanted[(tuple(row["tipfree_prompt_ids"]), resp)]]
-                keep = [float(lp >= m.log_delta) for lp in tipfree]
-                if m.level == "step" and min(keep) == 0.0:
-                    keep = [0.0] * len(resp)
-            row["keep"] = keep
+        for row, o, t, p in zip(rows, old_at, tipfree_at, probe_at):
+            row.old_logprobs = logps[o]
+            row.rollout_prompt_logprobs = row.old_logprobs if row.old_on_rollout_prompt else logps[p] if p >= 0 else None
+            row.keep = low_probability_keep(logps[t], m.log_delta, m.level) if row.masked else [1.0] * len(row.response_ids)
 
-    def _batches(self, n_rows: int, seed: int) -> list[list[int]]:
-        """Shuffled mini-batches. `optim.mini_batch_size` counts rows over all ranks: every rank cuts
-        its rows into the same number of optimizer steps, ceil(global rows / mini-batch size), so
-        ranks stay in step (a rank may contribute an empty share to a step)."""
+    def _batches(self, segs: list[Segment], seed: int) -> list[list[int]]:
+        """Shuffled mini-batches of segments. `optim.mini_batch_size` counts rows over all ranks:
+        every rank cuts its segments into the same number of optimizer steps, ceil(global rows /
+        mini-batch size), so ranks stay in step (a rank may contribute an empty share to a step)."""
         o = self.cfg.optim
-        total = sum(D.gather_objects(n_rows))
-        steps = -(-total // o.mini_batch_size)
-        gen = torch.Generator().manual_seed(seed)
-        batches: list[list[int]] = []
-        for _ in range(o.ppo_epochs):
-            order = torch.randperm(n_rows, generator=gen)
-            batches += [chunk.tolist() for chunk in torch.tensor_split(order, steps)] if steps else []
-        return batches
+        counts = [len(seg.rows) for seg in segs]
+        total = sum(D.gather_objects(sum(counts)))
+        return mini_batches(counts, total, o.mini_batch_size, o.ppo_epochs, torch.Generator().manual_seed(seed))
 
     def _call_hooks(self, hook: str, *args: Any) -> None:
         for cb in self.trainer.callbacks:
@@ -306,11 +302,12 @@ class RolloutDataModule(L.LightningDataModule):
             if callable(fn):
                 fn(self.trainer, self.trainer.lightning_module, *args)
 
-    def _metrics(self, episodes, rows, stats: RolloutStats, rollout_s: float, hooks_s: float, logprob_s: float) -> dict[str, float]:
+    def _metrics(self, episodes, rows: list[TrainingRow], segs: list[Segment], stats: RolloutStats, rollout_s: float,
+                 hooks_s: float, logprob_s: float) -> dict[str, float]:
         n = max(len(episodes), 1)
         # engine vs trainer on the same prompt (rows whose old prompt is the rollout prompt)
-        gaps = [abs(e - o) for row in rows if row["rollout_prompt_logprobs"] is not None
-                for e, o in zip(row["engine_logprobs"], row["rollout_prompt_logprobs"])]
+        gaps = [abs(e - o) for row in rows if row.rollout_prompt_logprobs is not None
+                for e, o in zip(row.engine_logprobs, row.rollout_prompt_logprobs)]
         extra: dict[str, float] = dict(self.engine.metrics()) if self.engine is not None else {}
         for cb in self.trainer.callbacks:
             fn = getattr(cb, "rollout_metrics", None)
@@ -333,7 +330,10 @@ class RolloutDataModule(L.LightningDataModule):
             "rollout/prompts_too_long": float(stats.prompts_too_long),
             "rollout/env_errors": float(stats.env_errors),
             "rollout/rows": float(len(rows)),
-            "rollout/advantage_abs_mean": sum(abs(r["advantage"]) for r in rows) / max(len(rows), 1),
+            "rollout/segments": float(len(segs)),
+            "rollout/sequence_tokens": float(sum(len(seg.sequence) for seg in segs)),
+            "rollout/per_step_tokens": float(sum(len(r.train_prompt) + len(r.response_ids) for r in rows)),
+            "rollout/advantage_abs_mean": sum(abs(r.advantage) for r in rows) / max(len(rows), 1),
             "rollout/step_advantage_spread": _step_advantage_spread(episodes),
             "train/engine_logprob_gap": sum(gaps) / max(len(gaps), 1),
             "time/rollout_s": rollout_s,
@@ -342,6 +342,15 @@ class RolloutDataModule(L.LightningDataModule):
             "time/rollout_hooks_s": hooks_s,
             "time/old_logprob_s": logprob_s,
         }
+
+
+def low_probability_keep(tipfree_logprobs: list[float], log_delta: float, level: str) -> list[float]:
+    """EMPO2.md §6.4, low-probability masking: a response token counts (1.0) when its log-prob under
+    the tip-free policy is at least log δ; `level="step"` drops the whole step when any token is below."""
+    keep = [float(lp >= log_delta) for lp in tipfree_logprobs]
+    if level == "step" and keep and min(keep) == 0.0:
+        return [0.0] * len(keep)
+    return keep
 
 
 def _step_advantage_spread(episodes: list[Episode]) -> float:

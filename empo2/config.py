@@ -22,6 +22,8 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from empo2.conversation import PromptLayout
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the dotted key."""
@@ -100,6 +102,25 @@ class RolloutConfig:
     """Prompt budget; longer prompts drop the oldest turns of the history (counted in the metrics)."""
     stop: list[str] = field(default_factory=lambda: ["\n"])
     """Strings that end an action; the matching token is kept in the response."""
+    history_tokens: str = "sampled"
+    """How the agent's earlier turns appear in later prompts: `sampled` repeats the response token
+    ids exactly as sampled, so each step's prompt is a prefix of the next and an episode trains as
+    one sequence (`optim.sequences: shared`); `parsed` re-renders the parsed action through the chat
+    template (the authors' code; every step is then its own sequence)."""
+    instruction: str = "every_turn"
+    """Where the environment's short per-turn instruction goes: `every_turn` (every user message,
+    kept in the history, so prompts chain) or `latest` (the latest user message only, as in the
+    authors' code; no chain)."""
+
+    history_drop: str = "half"
+    """A prompt over `max_prompt_tokens` drops its oldest turns (never the first message): `half`
+    drops at least half of the history turns, so later steps chain again for a while (each drop
+    starts a new shared sequence); `fit` drops the fewest that fit (more history seen, but near the
+    budget every step becomes its own sequence)."""
+
+    @property
+    def prompt_layout(self) -> PromptLayout:
+        return PromptLayout(self.history_tokens, self.instruction == "every_turn", history_drop=self.history_drop)
 
 
 @dataclass
@@ -252,6 +273,10 @@ class OptimConfig:
     padded (as fast on CPU, and sdpa kernels there keep memory linear with a padding mask)."""
     ppo_epochs: int = 1
     """Passes over an iteration's rows."""
+    sequences: str = "shared"
+    """`shared`: an episode's steps whose prompts chain (see `rollout.history_tokens`) are scored and
+    trained as one sequence with a response span per step (one forward per episode instead of one per
+    step; mini-batches are then made of whole episodes' segments); `per_step`: one sequence per step."""
 
 
 @dataclass
@@ -415,6 +440,10 @@ class Config:
 _CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "optim.token_layout": ("auto", "padded", "packed"),
+    "optim.sequences": ("shared", "per_step"),
+    "rollout.history_tokens": ("sampled", "parsed"),
+    "rollout.instruction": ("every_turn", "latest"),
+    "rollout.history_drop": ("half", "fit"),
     "engine.kind": ("auto", "hf", "vllm"),
     "mode.granularity": ("iteration", "group"),
     "memory.key": ("state", "history"),

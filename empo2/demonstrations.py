@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from empo2.conversation import PromptLayout
 from empo2.engines.base import Generation, RolloutEngine, SamplingParams
 from empo2.envs.base import TextEnv
 from empo2.episode import Episode
@@ -78,7 +79,7 @@ class Demonstrations:
 
 def replay(
     env: TextEnv, instances: list[str], tokenizer, max_prompt_tokens: int, stop: list[str],
-    max_turns: int | None = None, tag: str = "demo",
+    max_turns: int | None = None, tag: str = "demo", layout: PromptLayout = PromptLayout(),
 ) -> tuple[list[Episode], list[str]]:
     """Play each instance's demonstration through `env` with the rollout's own code; returns
     (successful episodes, instances whose demonstration did not succeed)."""
@@ -91,7 +92,7 @@ def replay(
         ep = Episode(uid=f"{tag}-{k}", instance=instance, group=f"{tag}-{k}")
         engine = ReplayEngine(tokenizer, [env.answer_for(a) for a in actions])
         turns = max(max_turns or env.max_turns(instance), len(actions))
-        run_episodes([env], [ep], engine, tokenizer, params, max_prompt_tokens, max_turns=turns)
+        run_episodes([env], [ep], engine, tokenizer, params, max_prompt_tokens, max_turns=turns, layout=layout)
         if ep.success:
             done.append(ep)
         else:

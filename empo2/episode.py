@@ -102,9 +102,11 @@ class Episode:
     def uses_memory(self) -> bool:
         return self.mode in ("on_policy_memory", "off_policy")
 
-    def prompt_at(self, i: int, tokenizer, max_tokens: int, with_tips: bool) -> list[int]:
-        """Token ids of step i's prompt, re-rendered (with or without its tips)."""
-        return self.conversation.prefix(self.steps[i].n_messages).render(tokenizer, max_tokens, with_tips).ids
+    def step_prompts(self, tokenizer, max_tokens: int, with_tips: bool) -> list[list[int]]:
+        """Token ids of every step's prompt, rendered again turn by turn (with or without tips): the
+        tip-free prompts of a memory-mode episode chain like its rollout prompts did."""
+        at = [s.n_messages for s in self.steps]
+        return [r.ids for r in self.conversation.step_prompts(tokenizer, max_tokens, with_tips, at)]
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -114,7 +114,7 @@ def evaluate_policy(
     envs = pool.take(len(episodes))
     run_episodes(
         envs, episodes, engine, tokenizer, params, r.max_prompt_tokens, max_turns=cfg.env.max_turns,
-        progress=progress, desc=f"evaluation ({len(everything)} episodes)",
+        progress=progress, desc=f"evaluation ({len(everything)} episodes)", layout=r.prompt_layout,
     )
     task_of = envs[0].task_of
     records = [

@@ -1,7 +1,8 @@
 """The policy and its update: a LightningModule with manual optimisation.
 
-Why manual optimisation: one optimizer step consumes a PPO mini-batch of step rows that is split
-into micro-batches of similar length; the token-mean loss must divide by the *mini-batch's* token
+Why manual optimisation: one optimizer step consumes a PPO mini-batch of segments (an episode's
+chained steps scored as one sequence, `empo2.training_rows`) that is split into micro-batches of
+similar length; the token-mean loss must divide by the *mini-batch's* token
 count, and the gradient norm (before clipping) is a metric users watch. Lightning's automatic loop
 would hide both. Old log-probs are recomputed by `compute_logprobs` before the first update of an
 iteration (called by the datamodule once the rollout is built), so the ratio compares the trainer
@@ -30,7 +31,8 @@ from empo2.loss import KL_ESTIMATORS, LOSSES
 from empo2.models import build_policy, load_tokenizer
 from empo2 import sharding
 from empo2.peak_memory import PeakMemory, out_of_memory_hint
-from empo2.token_batch import build_batch, micro_batches, response_logprobs
+from empo2.token_batch import build_batch, build_span_batch, micro_batches, response_logprobs
+from empo2.training_rows import Segment, chain_groups
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class UpdatePrompts:
     """Prompt on which log π_old is taken."""
     masked: bool
     """Low-probability masking (EMPO2.md §6.4) applies to this row."""
+    old_is_rollout: bool
+    """`old` is the rollout prompt itself."""
 
 
 def update_prompts(cfg: Config, mode: str, rollout_prompt: list[int], tipfree_prompt: list[int]) -> UpdatePrompts:
@@ -50,12 +54,13 @@ def update_prompts(cfg: Config, mode: str, rollout_prompt: list[int], tipfree_pr
     `tipfree_prompt` is the same conversation re-rendered without any tips."""
     masked_everywhere = cfg.mask.level != "none" and cfg.mask.apply_to == "all"
     if mode == "on_policy":  # no tips anywhere: plain GRPO
-        return UpdatePrompts(rollout_prompt, rollout_prompt, masked_everywhere)
+        return UpdatePrompts(rollout_prompt, rollout_prompt, masked_everywhere, True)
     if mode == "on_policy_memory":  # train exactly the tip-conditioned prompt that was sampled
-        return UpdatePrompts(rollout_prompt, rollout_prompt, masked_everywhere)
+        return UpdatePrompts(rollout_prompt, rollout_prompt, masked_everywhere, True)
     if mode == "off_policy":  # distil: train the tip-free prompt on actions sampled with tips
-        old = tipfree_prompt if cfg.offpolicy.old_logprob == "without_tips" else rollout_prompt
-        return UpdatePrompts(tipfree_prompt, old, cfg.mask.level != "none")
+        with_tips = cfg.offpolicy.old_logprob == "with_tips"
+        return UpdatePrompts(tipfree_prompt, rollout_prompt if with_tips else tipfree_prompt,
+                             cfg.mask.level != "none", with_tips)
     raise ValueError(f"unknown EMPO² mode {mode!r}")
 
 
@@ -152,7 +157,9 @@ class EMPO2Module(L.LightningModule):
         reference: bool = False,
     ) -> list[list[float]]:
         """Per-token log-probs of each response under the current weights (eval mode), or under the
-        reference policy (`reference=True`, for the KL penalty)."""
+        reference policy (`reference=True`, for the KL penalty). With `optim.sequences: shared`,
+        consecutive pairs whose prompts chain (an episode's steps, given in order) are scored as one
+        sequence."""
         assert self.policy is not None
         model, context = self.reference_model() if reference else (self.policy, nullcontext)
         was_training = self.policy.training
@@ -162,57 +169,73 @@ class EMPO2Module(L.LightningModule):
         # first PPO ratio of an iteration is exactly 1.
         trainer = self._trainer
         precision = trainer.precision_plugin.forward_context if trainer is not None else nullcontext
-        chunks = self._micro_batches([len(p) for p in prompts], [len(r) for r in responses])
+        groups = chain_groups(prompts, responses) if self.shared_sequences else [[i] for i in range(len(prompts))]
+        chunks = self._micro_batches([len(prompts[g[-1]]) for g in groups], [len(responses[g[-1]]) for g in groups],
+                                     multi_span=any(len(g) > 1 for g in groups))
         try:
             with out_of_memory_hint(self.cfg.micro_batch_tokens):
-                self._score_chunks(model, context, precision, chunks, prompts, responses, temperature, out)
+                self._score_chunks(model, context, precision, chunks, groups, prompts, responses, temperature, out)
         finally:
             self.policy.train(was_training)
         return out
 
-    def _score_chunks(self, model, context, precision, chunks: list[list[int]], prompts: Sequence[Sequence[int]],
-                      responses: Sequence[Sequence[int]], temperature: float, out: list[list[float]]) -> None:
-        """Forward every micro-batch (and the empty ones that keep sharded ranks in step) into `out`."""
+    @property
+    def shared_sequences(self) -> bool:
+        return self.cfg.optim.sequences == "shared"
+
+    def _score_chunks(self, model, context, precision, chunks: list[list[int]], groups: list[list[int]],
+                      prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], temperature: float,
+                      out: list[list[float]]) -> None:
+        """Forward every micro-batch of pair groups (and the empty ones that keep sharded ranks in
+        step) into `out`."""
         for k in range(sharding.lockstep_count(len(chunks), self.policy)):
-            idx = chunks[k] if k < len(chunks) else []
-            batch = build_batch(self.token_layout, [prompts[i] for i in idx], [responses[i] for i in idx], self.pad_id) \
-                if idx else self._empty_batch()
+            mine = [groups[j] for j in chunks[k]] if k < len(chunks) else []
+            pairs = [i for g in mine for i in g]
+            batch = build_span_batch(
+                self.token_layout, [list(prompts[g[-1]]) + list(responses[g[-1]]) for g in mine],
+                [[(len(prompts[i]), len(responses[i])) for i in g] for g in mine], self.pad_id,
+            ) if mine else self._empty_batch()
             with precision(), context():
                 logp = response_logprobs(model, batch.to(self.device), temperature).float().cpu()
-            for row, i in enumerate(idx):
+            for row, i in enumerate(pairs):
                 out[i] = logp[row, : len(responses[i])].tolist()
 
     def _empty_batch(self):
         """A one-token batch for the forwards a sharded rank runs only to keep in step with others."""
         return build_batch(self.token_layout, [[self.pad_id]], [[self.pad_id]], self.pad_id)
 
-    def _micro_batches(self, prompt_lengths: Sequence[int], response_lengths: Sequence[int]) -> list[list[int]]:
-        """Rows cut by `optim.micro_batch_size` rows and `optim.max_tokens_per_micro_batch` tokens."""
+    def _micro_batches(self, prompt_lengths: Sequence[int], response_lengths: Sequence[int],
+                       multi_span: bool = False) -> list[list[int]]:
+        """Sequences (the last step's prompt and response of each) cut by `optim.micro_batch_size`
+        sequences and `optim.max_tokens_per_micro_batch` tokens; sequences with several spans are
+        packed (`build_span_batch`), so they are counted as the packed layout sees them."""
         return micro_batches(prompt_lengths, response_lengths, self.cfg.optim.micro_batch_size,
-                             self.cfg.micro_batch_tokens, self.token_layout)
+                             self.cfg.micro_batch_tokens, "packed" if multi_span else self.token_layout)
 
     # ------------------------------------------------------------------ update
     def on_train_epoch_start(self) -> None:
         self._stats = defaultdict(float)
         self.peak.reset()  # the data phase (rollout, tips, old log-probs) has ended: the update's own peak
 
-    def training_step(self, rows: list[dict[str, Any]], batch_idx: int) -> None:
+    def training_step(self, segments: list[Segment], batch_idx: int) -> None:
         assert self.policy is not None
         self._disable_ddp_gradient_hooks()
         opt = self.optimizers()
         t0 = time.perf_counter()
         # Token-mean over the tokens that count (response tokens not removed by low-prob masking),
         # counted over all ranks: the update equals one over the union of the ranks' rows.
-        counted = torch.tensor([float(sum(sum(r["keep"]) for r in rows))], device=self.device)
+        counted = torch.tensor([float(sum(seg.counted_tokens for seg in segments))], device=self.device)
         D.all_reduce_sum_([counted])
         total_tokens = float(counted)
         if total_tokens == 0:  # nothing to learn from anywhere: no step (weight decay included)
             return
         # FSDP averages gradients over ranks; the loss is a mean over all ranks already.
         scale = sharding.grad_average_factor(self.policy) / max(total_tokens, 1)
-        chunks = self._micro_batches([len(r["train_prompt_ids"]) for r in rows], [len(r["response_ids"]) for r in rows])
+        chunks = self._micro_batches([len(seg.rows[-1].train_prompt) for seg in segments],
+                                     [len(seg.rows[-1].response_ids) for seg in segments],
+                                     multi_span=any(len(seg.rows) > 1 for seg in segments))
         with out_of_memory_hint(self.cfg.micro_batch_tokens):
-            loss_value = self._accumulate_gradients(rows, chunks, scale, total_tokens)
+            loss_value = self._accumulate_gradients(segments, chunks, scale, total_tokens)
         self._sum_gradients_over_ranks()
         grad_norm = self._clip_and_norm()
         opt.step()
@@ -221,11 +244,11 @@ class EMPO2Module(L.LightningModule):
         s["loss_sum"] += loss_value
         s["grad_norm_sum"] += grad_norm
         s["steps"] += 1
-        s["response_tokens"] += sum(len(r["response_ids"]) for r in rows)
+        s["response_tokens"] += sum(len(r.response_ids) for seg in segments for r in seg.rows)
         s["counted_tokens"] += total_tokens
         s["update_s"] += time.perf_counter() - t0
 
-    def _accumulate_gradients(self, rows: list[dict[str, Any]], chunks: list[list[int]], scale: float,
+    def _accumulate_gradients(self, segments: list[Segment], chunks: list[list[int]], scale: float,
                               total_tokens: float) -> float:
         """Forward/backward of every micro-batch (and the empty ones a sharded rank runs to keep in
         step); returns this rank's share of the token-mean loss."""
@@ -237,14 +260,15 @@ class EMPO2Module(L.LightningModule):
                 logp = response_logprobs(self.policy, self._empty_batch().to(self.device), self.cfg.rollout.temperature)
                 self.manual_backward(logp.sum() * 0.0)
                 continue
-            mb = [rows[i] for i in chunks[k]]
-            batch = build_batch(self.token_layout, [r["train_prompt_ids"] for r in mb], [r["response_ids"] for r in mb],
-                                self.pad_id).to(self.device)
+            segs = [segments[i] for i in chunks[k]]
+            mb = [r for seg in segs for r in seg.rows]
+            batch = build_span_batch(self.token_layout, [seg.sequence for seg in segs], [seg.spans for seg in segs],
+                                     self.pad_id).to(self.device)
             logp = response_logprobs(self.policy, batch, self.cfg.rollout.temperature)
             width = logp.shape[1]
-            old = torch.tensor([_pad(r["old_logprobs"], width) for r in mb], device=self.device)
-            keep = torch.tensor([_pad(r["keep"], width) for r in mb], device=self.device)
-            adv = torch.tensor([[r["advantage"]] for r in mb], device=self.device, dtype=logp.dtype)
+            old = torch.tensor([_pad(r.old_logprobs, width) for r in mb], device=self.device)
+            keep = torch.tensor([_pad(r.keep, width) for r in mb], device=self.device)
+            adv = torch.tensor([[r.advantage] for r in mb], device=self.device, dtype=logp.dtype)
             mask = batch.response_mask * keep
             terms = self.loss_fn(
                 logp, old, adv, mask, clip_low=a.clip_low, clip_high=a.clip_high,
@@ -253,7 +277,7 @@ class EMPO2Module(L.LightningModule):
             s["masked_tokens"] += float(batch.response_mask.sum() - mask.sum())
             loss_sum = terms.loss_sum
             if a.kl_coef > 0:  # KL to the reference, token-mean over the same tokens as the policy loss
-                ref = torch.tensor([_pad(r["ref_logprobs"], width) for r in mb], device=self.device)
+                ref = torch.tensor([_pad(r.ref_logprobs, width) for r in mb], device=self.device)
                 kl_sum = (self.kl_fn(logp, ref) * mask).sum()
                 loss_sum = loss_sum + a.kl_coef * kl_sum
                 s["kl_sum"] += float(kl_sum.detach())

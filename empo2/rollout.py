@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 
 from tqdm.auto import tqdm
 
-from empo2.conversation import Conversation
+from empo2.conversation import PromptLayout
 from empo2.engines.base import RolloutEngine, SamplingParams
 from empo2.envs.base import TextEnv
 from empo2.episode import Episode, Step
@@ -61,10 +61,11 @@ def run_episodes(
     tips_for: Optional[TipSource] = None,
     progress: bool = False,
     desc: str = "rollout",
-    tips_scope: str = "all",
+    layout: PromptLayout = PromptLayout(),
     max_action_chars: int = MAX_ACTION_CHARS,
 ) -> RolloutStats:
-    """Play every episode to its end or turn cap; fills the episodes in place.
+    """Play every episode to its end or turn cap; fills the episodes in place. `layout` decides how
+    prompts are built (with the defaults, each step's prompt is a prefix of the next one's).
 
     With fewer environments than episodes, each environment takes the next waiting episode as
     soon as its current one ends, so the generation batch stays as full as the pool allows."""
@@ -91,8 +92,7 @@ def run_episodes(
                 bar.update(1)
                 free.append(slot)
                 continue
-            ep.conversation = Conversation(instruction=env.turn_instruction(), tips_scope=tips_scope,
-                                           history=env.prompt_history)
+            ep.conversation = layout.start(env.turn_instruction(), env.prompt_history)
             ep.conversation.add_user(env.first_message(obs, info))
             ep.task = str(info.get("task") or ep.instance)
             ep.observations = [obs]
@@ -146,7 +146,7 @@ def run_episodes(
                 reward=reward, info={**result.info, "well_formed": well_formed}, tips=list(ep_tips),
                 dropped_turns=rend.dropped_turns, n_messages=len(ep.conversation.messages), retrieved=len(ep_tips),
             ))
-            ep.conversation.add_assistant(action)
+            ep.conversation.add_assistant(action, token_ids=gen.token_ids)
             if result.done:
                 ep.success = bool(result.info.get("success", False))
                 finish(i)

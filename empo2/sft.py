@@ -87,7 +87,7 @@ def collect(cfg: Config, tokenizer) -> Demonstrations:
                         f"demonstrate another split (sft.split), task (sft.tasks) or world (sft.options)"
                     )
             episodes, failed = replay(env, instances, tokenizer, cfg.rollout.max_prompt_tokens, list(cfg.rollout.stop),
-                                      tag=f"demo-{task or 'task'}")
+                                      tag=f"demo-{task or 'task'}", layout=cfg.rollout.prompt_layout)
         demos.episodes += episodes
         demos.failed += failed
         demos.sources.append(DemoSource(options, instances))

@@ -17,6 +17,10 @@ Two layouts, one result:
   block-diagonal causal mask under sdpa/eager. Only the positions that predict response tokens
   are projected onto the vocabulary (`logits_to_keep` as an index tensor).
 Both return log-probs as [rows, R] (zero where absent), so the loss never sees the layout.
+
+Shared sequences (`empo2.training_rows`): one sequence may hold several response spans (an
+episode's steps); each span is one row of the result. They use the packed layout, whose logit index
+picks exactly the positions that predict response tokens.
 """
 
 from __future__ import annotations
@@ -95,15 +99,29 @@ def pack_flat(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int
     Every prompt must be non-empty (the token before a response predicts its first token)."""
     if any(not p for p in prompts):
         raise ValueError("pack_flat: every row needs a prompt of at least one token")
-    response_ids, response_mask = _responses(responses, pad_id)
+    return pack_spans([list(p) + list(r) for p, r in zip(prompts, responses)],
+                      [[(len(p), len(r))] for p, r in zip(prompts, responses)], pad_id)
+
+
+def pack_spans(sequences: Sequence[Sequence[int]], spans: Sequence[Sequence[tuple[int, int]]], pad_id: int) -> TokenBatch:
+    """Packed layout of shared sequences: each sequence holds one or more response spans
+    (start, length), and every span becomes one row of `response_ids` (sequence by sequence, spans
+    in order). A span's log-probs are those of its own prefix + response: causal attention lets a
+    position see only what precedes it in its own sequence."""
+    flat_spans = [(k, start, length) for k, seq_spans in enumerate(spans) for start, length in seq_spans]
+    if any(start < 1 or start + length > len(sequences[k]) for k, start, length in flat_spans):
+        raise ValueError("pack_spans: a span must start after the first token and end inside its sequence")
+    response_ids, response_mask = _responses([list(sequences[k][s:s + n]) for k, s, n in flat_spans], pad_id)
     ids: list[int] = []
     positions: list[int] = []
     index: list[int] = []
-    for p, r in zip(prompts, responses):
-        start = len(ids)
-        ids += list(p) + list(r)
-        positions += range(len(p) + len(r))
-        index += range(start + len(p) - 1, start + len(p) - 1 + len(r))
+    offsets = []
+    for seq in sequences:
+        offsets.append(len(ids))
+        ids += list(seq)
+        positions += range(len(seq))
+    for k, start, length in flat_spans:
+        index += range(offsets[k] + start - 1, offsets[k] + start - 1 + length)
     return TokenBatch(
         input_ids=torch.tensor([ids], dtype=torch.long),
         attention_mask=None,
@@ -121,6 +139,18 @@ def build_batch(layout: str, prompts: Sequence[Sequence[int]], responses: Sequen
     if layout == "padded":
         return pack(prompts, responses, pad_id)
     raise ValueError(f"unknown token layout {layout!r}; use one of {LAYOUTS}")
+
+
+def build_span_batch(layout: str, sequences: Sequence[Sequence[int]], spans: Sequence[Sequence[tuple[int, int]]],
+                     pad_id: int) -> TokenBatch:
+    """The batch of sequences with response spans: `layout` where every sequence is one prompt +
+    one response (a per-step row), else packed (several spans per sequence need arbitrary logit
+    positions, which only the packed layout selects without projecting every position)."""
+    single = all(len(sp) == 1 and sp[0][0] + sp[0][1] == len(seq) for seq, sp in zip(sequences, spans))
+    if single and layout != "packed":
+        return build_batch(layout, [seq[:sp[0][0]] for seq, sp in zip(sequences, spans)],
+                           [seq[sp[0][0]:] for seq, sp in zip(sequences, spans)], pad_id)
+    return pack_spans(sequences, spans, pad_id)
 
 
 def response_logprobs(model, batch: TokenBatch, temperature: float = 1.0) -> torch.Tensor:

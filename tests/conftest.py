@@ -151,18 +151,21 @@ def fixed_rows_datamodule(rows):
     import lightning as L
     from torch.utils.data import DataLoader
 
+    from empo2.training_rows import segments
+
     class FixedRows(L.LightningDataModule):
         def train_dataloader(self):
             module = self.trainer.lightning_module
-            logps = module.compute_logprobs([r["train_prompt_ids"] for r in rows], [r["response_ids"] for r in rows])
+            logps = module.compute_logprobs([r.train_prompt for r in rows], [r.response_ids for r in rows])
             for row, lp in zip(rows, logps):
-                row["old_logprobs"] = lp
-            return DataLoader(rows, batch_sampler=[list(range(len(rows)))], collate_fn=lambda b: b)
+                row.old_logprobs = lp
+            segs = segments(rows, shared=module.shared_sequences)
+            return DataLoader(segs, batch_sampler=[list(range(len(segs)))], collate_fn=lambda b: b)
 
     return FixedRows()
 
 
-def one_sgd_step(cfg, rows: list[dict], lr: float):
+def one_sgd_step(cfg, rows: list, lr: float):
     """The real module after one PPO step through `training_step` on `rows`, with plain SGD (the
     weight change is exactly −lr × the gradient) in place of AdamW."""
     import lightning as L

@@ -28,21 +28,21 @@ from torch.utils.data import DataLoader
 
 from empo2.config import load_config
 from empo2.module import EMPO2Module
+from empo2.training_rows import Segment, TrainingRow
 from empo2.sharding import build_strategy, gathered_weights
 
 ROWS_PER_STEP, STEPS, SHARE = 8, 2, 5  # rank 0 of two takes SHARE of each step's rows
 LR = 0.1  # SGD: four steps move weights by ~0.04, small enough that the second iteration's gradients stay a smooth function of the first's
 
 
-def step_rows(iteration: int, step: int, vocab: int) -> list[dict]:
+def step_rows(iteration: int, step: int, vocab: int) -> list[TrainingRow]:
     gen = torch.Generator().manual_seed(1000 * iteration + step)
     rows = []
     for _ in range(ROWS_PER_STEP):
         prompt = torch.randint(3, vocab, (int(torch.randint(4, 30, (1,), generator=gen)),), generator=gen).tolist()
         response = torch.randint(3, vocab, (int(torch.randint(2, 9, (1,), generator=gen)),), generator=gen).tolist()
         keep = (torch.rand(len(response), generator=gen) > 0.2).float().tolist()
-        rows.append({"train_prompt_ids": prompt, "response_ids": response, "keep": keep,
-                     "advantage": float(torch.randn(1, generator=gen))})
+        rows.append(TrainingRow.on_policy(prompt, response, float(torch.randn(1, generator=gen)), keep))
     return rows
 
 
@@ -58,10 +58,10 @@ class FixedRows(L.LightningDataModule):
                 mine = mine[:SHARE] if trainer.global_rank == 0 else mine[SHARE:]
             batches.append(list(range(len(rows), len(rows) + len(mine))))
             rows += mine
-        logps = module.compute_logprobs([r["train_prompt_ids"] for r in rows], [r["response_ids"] for r in rows])
+        logps = module.compute_logprobs([r.train_prompt for r in rows], [r.response_ids for r in rows])
         for row, lp in zip(rows, logps):
-            row["old_logprobs"] = lp
-        return DataLoader(rows, batch_sampler=batches, collate_fn=lambda b: b)
+            row.old_logprobs = lp
+        return DataLoader([Segment([r]) for r in rows], batch_sampler=batches, collate_fn=lambda b: b)
 
 
 class SGDModule(EMPO2Module):

@@ -3,8 +3,8 @@
 from empo2.conversation import TIP_HEADER, Conversation
 
 
-def _conv(tips=True):
-    c = Conversation(instruction="One action, one line.")
+def _conv(tips=True, every_turn=True):
+    c = Conversation(instruction="One action, one line.", instruction_every_turn=every_turn)
     c.add_user("You are in the hallway.", tips=["try the kitchen"] if tips else None)
     c.add_assistant("go to kitchen")
     c.add_user("You are in the kitchen.", tips=["focus on the apple", "the garden is empty"] if tips else None)
@@ -20,11 +20,13 @@ def test_tip_removal_is_exact_at_token_level(tokenizer):
     assert with_tips.render(tokenizer, 4096).ids != without.render(tokenizer, 4096).ids
 
 
-def test_instruction_only_on_latest_user_message():
-    chat = _conv().chat()
+def test_instruction_on_every_turn_or_only_the_latest():
+    chat = _conv(every_turn=False).chat()
     assert chat[-1]["content"].endswith("One action, one line.")
     assert "One action" not in chat[0]["content"]
     assert [m["role"] for m in chat] == ["user", "assistant", "user"]
+    chat = _conv().chat()  # the default keeps it in the history, where prompts chain
+    assert chat[0]["content"].endswith("One action, one line.") and chat[-1]["content"].endswith("One action, one line.")
 
 
 def test_budget_drops_oldest_turns_but_keeps_the_task(tokenizer):

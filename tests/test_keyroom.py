@@ -34,6 +34,26 @@ def test_wrong_focus_fails_with_minus_100():
     assert r.reward == -100.0 and r.done and r.info["success"] is False
 
 
+def test_success_only_reward_options():
+    """room_bonus=0, failure_score=0: the return is 100 on success and 0 otherwise. With a bonus of
+    30 and a failure score of −20, a wrong focus in the target's room is a step reward of −20 − 30."""
+    env = KeyRoomEnv(room_bonus=0, failure_score=0)
+    rewards, last = _solve(env, "find/3")
+    assert rewards == [0.0, 100.0] and last.info["success"]
+    env.reset("find/3")
+    r = env.step(f"focus on {env._layout['hallway'][0]}")
+    assert r.reward == 0.0 and r.done and r.info["success"] is False
+    env = KeyRoomEnv(room_bonus=30, failure_score=-20)
+    env.reset("find/3")
+    assert env.step(f"go to {env._target_room}").reward == 30.0
+    wrong = next(o for o in env._layout[env._target_room] if o != env._target)
+    assert env.step(f"focus on {wrong}").reward == -50.0
+    with pytest.raises(ValueError, match="room_bonus"):
+        KeyRoomEnv(room_bonus=100)
+    with pytest.raises(ValueError, match="failure_score"):
+        KeyRoomEnv(failure_score=5)
+
+
 def test_free_text_maps_to_the_closest_valid_action():
     env = KeyRoomEnv()
     env.reset("find/0")

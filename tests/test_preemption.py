@@ -40,7 +40,15 @@ def next_iteration(run: Path) -> int:
 
 def assert_resume_equals(straight_run: Path, warm_model, out: Path, name: str) -> None:
     fit(load_config(None, tiny_overrides(warm_model, out, name=name, ckpt_path="last", **OVER)))
-    assert stable(read_metrics(out / name)) == stable(read_metrics(straight_run))
+    resumed, expected = stable(read_metrics(out / name)), stable(read_metrics(straight_run))
+    # The cut run's first iteration ran in a child process on one thread; the engine/trainer gap is
+    # itself float noise (~3e-7), and another thread count sums the trainer's forward in another
+    # order (log-probs of O(1..10) at fp32, ~1e-6). Everything else must match exactly.
+    noise = {"train/engine_logprob_gap": 1e-5}
+    differing = [(i, k, a.get(k), b.get(k)) for i, (a, b) in enumerate(zip(resumed, expected))
+                 for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+                 and not (k in noise and abs(float(a[k]) - float(b[k])) <= noise[k])]
+    assert len(resumed) == len(expected) and not differing, differing[:8]
     for k in range(3):
         name_k = f"iter_{k:05d}.jsonl"
         assert (out / name / "trajectories" / name_k).read_text() == (straight_run / "trajectories" / name_k).read_text()

@@ -16,6 +16,7 @@ import pytest
 
 from empo2.advantage import (ADVANTAGES, CreditEpisode, CreditSettings, gigpo_advantages, grpo_advantages,
                              hgpo_advantages, returns_to_go)
+from empo2.training_rows import TrainingRow
 
 EPS = 1e-9
 
@@ -186,8 +187,7 @@ def test_per_step_advantages_reach_the_loss_unchanged(tiny_model):
     prompts = [torch.randint(10, 1000, (n,), generator=g).tolist() for n in (6, 11, 4)]
     responses = [torch.randint(10, 1000, (n,), generator=g).tolist() for n in (3, 5, 2)]
     advantages = [1.0, -2.0, 0.5]  # three steps of one episode under step-level credit
-    rows = [{"train_prompt_ids": p, "response_ids": r, "keep": [1.0] * len(r), "advantage": a}
-            for p, r, a in zip(prompts, responses, advantages)]
+    rows = [TrainingRow.on_policy(p, r, a) for p, r, a in zip(prompts, responses, advantages)]
 
     reference = build_policy(cfg.model, cfg.seed)
     before = {k: v.detach().clone() for k, v in reference.named_parameters()}

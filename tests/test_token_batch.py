@@ -1,12 +1,15 @@
 """Micro-batches (padded or packed) give the same log-probs and gradients as each row on its own;
 micro-batches are cut by rows and by a token budget."""
 
+from dataclasses import replace
+
 import torch
 from transformers import AutoModelForCausalLM
 
 import pytest
 
 from empo2.token_batch import build_batch, micro_batches, pack, pack_flat, response_logprobs
+from empo2.training_rows import TrainingRow
 
 
 def test_pack_layout():
@@ -95,7 +98,7 @@ def budget_step(model_dir: str, rows: list[dict], overrides: list[str]):
 
     cfg = load_config(None, [f"model.name_or_path={model_dir}", "model.lora.enabled=false", "optim.grad_clip=0",
                              "rollout.max_prompt_tokens=40", "rollout.max_new_tokens=8", *overrides])
-    module = one_sgd_step(cfg, [dict(r) for r in rows], lr=1.0)
+    module = one_sgd_step(cfg, [replace(r) for r in rows], lr=1.0)
     return {k: p.detach().clone() for k, p in module.named_parameters()}, module
 
 
@@ -109,12 +112,12 @@ def test_token_budget_update_equals_one_big_batch(tiny_model):
     rows = []
     for n_prompt, n_response in ((30, 6), (8, 3), (12, 8), (5, 2), (20, 5), (9, 4)):
         response = torch.randint(10, 1000, (n_response,), generator=g).tolist()
-        rows.append({"train_prompt_ids": torch.randint(10, 1000, (n_prompt,), generator=g).tolist(), "response_ids": response,
-                     "keep": [1.0] * n_response, "advantage": float(torch.randn(1, generator=g))})
+        rows.append(TrainingRow.on_policy(torch.randint(10, 1000, (n_prompt,), generator=g).tolist(), response,
+                                          float(torch.randn(1, generator=g))))
     small, small_module = budget_step(tiny_model, rows, ["optim.max_tokens_per_micro_batch=48", "optim.micro_batch_size=8"])
     whole, whole_module = budget_step(tiny_model, rows, ["optim.max_tokens_per_micro_batch=1000", "optim.micro_batch_size=8"])
-    assert small_module._micro_batches([len(r["train_prompt_ids"]) for r in rows], [len(r["response_ids"]) for r in rows]) \
-        != whole_module._micro_batches([len(r["train_prompt_ids"]) for r in rows], [len(r["response_ids"]) for r in rows])
+    assert small_module._micro_batches([len(r.train_prompt) for r in rows], [len(r.response_ids) for r in rows]) \
+        != whole_module._micro_batches([len(r.train_prompt) for r in rows], [len(r.response_ids) for r in rows])
     cfg = load_config(None, [f"model.name_or_path={tiny_model}", "model.lora.enabled=false"])
     start = {f"policy.{k}": v for k, v in build_policy(cfg.model, cfg.seed).named_parameters()}
     delta_small = torch.cat([(small[k] - start[k]).flatten() for k in start])

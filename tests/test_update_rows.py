@@ -47,24 +47,24 @@ def test_off_policy_trains_the_tip_free_prompt_exactly(tokenizer):
     dm = datamodule()
     rows = dm.build_rows([make_episode(tokenizer, "off_policy")], tokenizer)
     for i, row in enumerate(rows):
-        assert row["train_prompt_ids"] == tipfree_ids(tokenizer, i + 1)
-        assert row["train_prompt_ids"] != row["prompt_ids"]  # the rollout prompt had tips
-        assert row["old_prompt_ids"] == row["train_prompt_ids"]  # default: old log-probs without tips
-        assert row["response_ids"] == make_episode(tokenizer, "off_policy").steps[i].response_ids
-        assert row["masked"] and row["advantage"] == 0.5
+        assert row.train_prompt == tipfree_ids(tokenizer, i + 1)
+        assert row.train_prompt != row.rollout_prompt  # the rollout prompt had tips
+        assert row.old_prompt == row.train_prompt  # default: old log-probs without tips
+        assert row.response_ids == make_episode(tokenizer, "off_policy").steps[i].response_ids
+        assert row.masked and row.advantage == 0.5
 
 
 def test_old_logprob_with_tips_option(tokenizer):
     rows = datamodule("offpolicy.old_logprob=with_tips").build_rows([make_episode(tokenizer, "off_policy")], tokenizer)
-    assert all(r["old_prompt_ids"] == r["prompt_ids"] and r["train_prompt_ids"] != r["prompt_ids"] for r in rows)
+    assert all(r.old_prompt == r.rollout_prompt and r.train_prompt != r.rollout_prompt for r in rows)
 
 
 @pytest.mark.parametrize("mode", ["on_policy", "on_policy_memory"])
 def test_on_policy_modes_train_the_rollout_prompt(tokenizer, mode):
     rows = datamodule().build_rows([make_episode(tokenizer, mode)], tokenizer)
     for row in rows:
-        assert row["train_prompt_ids"] is row["prompt_ids"] and row["old_prompt_ids"] is row["prompt_ids"]
-        assert not row["masked"]  # default: masking applies to off-policy rows only
+        assert row.train_prompt == row.rollout_prompt and row.old_prompt == row.rollout_prompt and row.old_on_rollout_prompt
+        assert not row.masked  # default: masking applies to off-policy rows only
 
 
 class PromptAwarePolicy:
@@ -96,33 +96,33 @@ def _rows(tokenizer, mode, *overrides):
 def test_mask_token_level_and_old_logprob_choices(tokenizer):
     # log δ = −5: tip-free log-probs [−0.5, −6, −4] -> keep [1, 0, 1]
     for row in _rows(tokenizer, "off_policy"):
-        n = len(row["response_ids"])
-        assert row["old_logprobs"] == [-0.5, -6.0, -4.0][:n]
-        assert row["keep"] == [1.0, 0.0, 1.0][:n]
+        n = len(row.response_ids)
+        assert row.old_logprobs == [-0.5, -6.0, -4.0][:n]
+        assert row.keep == [1.0, 0.0, 1.0][:n]
         # the engine/trainer gap is still measured on the prompt the engine sampled with (tips)
-        assert row["rollout_prompt_logprobs"] == [-1.0, -2.0, -3.0][:n]
+        assert row.rollout_prompt_logprobs == [-1.0, -2.0, -3.0][:n]
     for row in _rows(tokenizer, "off_policy", "offpolicy.old_logprob=with_tips"):
-        n = len(row["response_ids"])
-        assert row["old_logprobs"] == [-1.0, -2.0, -3.0][:n]  # π_old(a | s, tips)
-        assert row["keep"] == [1.0, 0.0, 1.0][:n]  # the mask still uses the tip-free policy
+        n = len(row.response_ids)
+        assert row.old_logprobs == [-1.0, -2.0, -3.0][:n]  # π_old(a | s, tips)
+        assert row.keep == [1.0, 0.0, 1.0][:n]  # the mask still uses the tip-free policy
 
 
 def test_mask_step_level_threshold_and_off_switch(tokenizer):
     for row in _rows(tokenizer, "off_policy", "mask.level=step"):
-        assert row["keep"] == [0.0] * len(row["response_ids"])  # one token below δ masks the step
+        assert row.keep == [0.0] * len(row.response_ids)  # one token below δ masks the step
     for row in _rows(tokenizer, "off_policy", "mask.log_delta=-7"):
-        assert row["keep"] == [1.0] * len(row["response_ids"])
+        assert row.keep == [1.0] * len(row.response_ids)
     for row in _rows(tokenizer, "off_policy", "mask.level=none"):
-        assert row["keep"] == [1.0] * len(row["response_ids"])
+        assert row.keep == [1.0] * len(row.response_ids)
 
 
 def test_mask_apply_to_all(tokenizer):
     for row in _rows(tokenizer, "on_policy_memory", "mask.apply_to=all"):
-        n = len(row["response_ids"])
-        assert row["old_logprobs"] == [-1.0, -2.0, -3.0][:n]  # on-policy: the prompt it was sampled with
-        assert row["keep"] == [1.0, 0.0, 1.0][:n]  # decided by the tip-free policy
+        n = len(row.response_ids)
+        assert row.old_logprobs == [-1.0, -2.0, -3.0][:n]  # on-policy: the prompt it was sampled with
+        assert row.keep == [1.0, 0.0, 1.0][:n]  # decided by the tip-free policy
     for row in _rows(tokenizer, "on_policy_memory"):
-        assert row["keep"] == [1.0] * len(row["response_ids"])
+        assert row.keep == [1.0] * len(row.response_ids)
 
 
 def test_mode_sampler_frequencies():

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from empo2.config import ConfigError, load_config
 from empo2.demonstrations import ReplayEngine, answer_token_ids, replay
-from empo2.engines.base import SamplingParams
+from empo2.conversation import PromptLayout
+from empo2.engines.base import Generation, SamplingParams
 from empo2.engines.hf import HFEngine
 from empo2.envs import KeyRoomEnv
 from empo2.episode import Episode
@@ -69,19 +70,37 @@ def test_sciworld_gold_demonstrations_replay_to_success(tokenizer, tmp_path):
     assert all(len(ep.steps) > 1 for ep in done)  # a turn cap below the path's length does not cut it
 
 
-def test_replayed_prompts_are_the_rollout_prompts(tiny_model, tokenizer):
-    """Same history, same prompt: replaying a sampled episode's own actions renders, step by step,
-    the token ids the rollout sampled with."""
+class IdsReplay(ReplayEngine):
+    """Answers with recorded response ids, one per call (a sampled episode played again)."""
+
+    def __init__(self, tokenizer, responses: list[list[int]]) -> None:
+        super().__init__(tokenizer, [tokenizer.decode(r, skip_special_tokens=True) for r in responses])
+        self.responses = responses
+
+    def generate(self, prompts, params):
+        text = self.answers[self.turn]
+        ids = self.responses[self.turn]
+        self.turn += 1
+        return [Generation(list(ids), [0.0] * len(ids), text, "stop")]
+
+
+@pytest.mark.parametrize("layout", [PromptLayout(), PromptLayout("parsed", False)], ids=["sampled", "parsed"])
+def test_replayed_prompts_are_the_rollout_prompts(tiny_model, tokenizer, layout):
+    """Same history, same prompt: replaying a sampled episode renders, step by step, the token ids
+    the rollout sampled with (the history is the sampled response ids by default, the parsed
+    actions under `rollout.history_tokens: parsed`)."""
     env = KeyRoomEnv(**ROOMS3)
     policy = load_causal_lm(tiny_model)
     engine = HFEngine(policy, tokenizer)
     sampled = [Episode(uid=f"s{k}", instance="find/3", group="g") for k in range(4)]
     torch.manual_seed(0)
-    run_episodes([env], sampled, engine, tokenizer, SamplingParams(max_new_tokens=8, temperature=1.0), 1024)
+    run_episodes([env], sampled, engine, tokenizer, SamplingParams(max_new_tokens=8, temperature=1.0), 1024, layout=layout)
     for ep in sampled:
         again = Episode(uid="r", instance="find/3", group="r")
-        run_episodes([env], [again], ReplayEngine(tokenizer, [s.action for s in ep.steps]), tokenizer,
-                     SamplingParams(max_new_tokens=1, temperature=0.0), 1024)
+        replay = IdsReplay(tokenizer, [s.response_ids for s in ep.steps]) if layout.history_tokens == "sampled" \
+            else ReplayEngine(tokenizer, [s.action for s in ep.steps])
+        run_episodes([env], [again], replay, tokenizer, SamplingParams(max_new_tokens=1, temperature=0.0), 1024,
+                     layout=layout)
         assert [s.prompt_ids for s in again.steps] == [s.prompt_ids for s in ep.steps]
 
 

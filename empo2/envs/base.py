@@ -86,7 +86,8 @@ class TextEnv(ABC):
         return observation
 
     def turn_instruction(self) -> str:
-        """Short instruction appended to the latest user message only (not kept in history)."""
+        """Short instruction appended to every user message (`rollout.instruction: every_turn`, kept
+        in the history so prompts chain) or to the latest one only (`latest`)."""
         return "Reply with exactly one action on one line and nothing else."
 
     def parse_action(self, text: str) -> tuple[str, bool]:

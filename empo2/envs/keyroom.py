@@ -5,7 +5,9 @@ the property EMPO² is about: the agent must *explore* (the target is never in t
 unless asked), and acting on the wrong object fails the episode, as a wrong `focus on` does in
 ScienceWorld. Scores follow ScienceWorld's scale: reaching the target's room is worth 50 points,
 focusing on the target completes the task (100), a wrong focus sets the score to −100 and ends
-the episode; the reward of a step is the score change. Free text is mapped to the valid action
+the episode; the reward of a step is the score change. `room_bonus` and `failure_score` change the
+two shaping numbers (0 and 0 give a success-only reward: 100 for the target, 0 otherwise), so an
+experiment can separate "does training raise success" from "does it escape the penalty's pull". Free text is mapped to the valid action
 with the highest word-set Jaccard similarity (as our ScienceWorld adapter does); text sharing no
 word with any valid action is a no-op.
 
@@ -51,6 +53,8 @@ class KeyRoomEnv(TextEnv):
         num_train: int = 50,
         num_test: int = 20,
         max_turns: int = 8,
+        room_bonus: int = 50,
+        failure_score: int = -100,
     ) -> None:
         if not 1 <= num_rooms <= len(ROOMS):
             raise ValueError(f"env.options.num_rooms: must be 1..{len(ROOMS)}, got {num_rooms}")
@@ -58,12 +62,17 @@ class KeyRoomEnv(TextEnv):
             raise ValueError(
                 f"env.options.objects_per_room: need 1..{len(OBJECTS) // num_rooms} for {num_rooms} rooms"
             )
+        if not 0 <= room_bonus < 100:
+            raise ValueError(f"env.options.room_bonus: must be 0..99 (success scores 100), got {room_bonus}")
+        if failure_score > 0:
+            raise ValueError(f"env.options.failure_score: must be 0 or below, got {failure_score}")
         if num_rooms == 1 and not target_in_start_room:
             raise ValueError("env.options.target_in_start_room: must be true when num_rooms is 1")
         self.num_rooms = num_rooms
         self.objects_per_room = objects_per_room
         self.target_in_start_room = target_in_start_room
         self.num_train, self.num_test = num_train, num_test
+        self.room_bonus, self.failure_score = room_bonus, failure_score
         self.default_max_turns = max_turns  # type: ignore[misc]
         self._layout: dict[str, list[str]] = {}
         self._room = ""
@@ -136,7 +145,7 @@ class KeyRoomEnv(TextEnv):
             obs = self._describe()
             if self._room == self._target_room and not self._visited_target_room:
                 self._visited_target_room = True
-                self._score = 50
+                self._score = self.room_bonus
         else:
             obj = best[len("focus on "):]
             self._done = True
@@ -144,7 +153,7 @@ class KeyRoomEnv(TextEnv):
                 self._score = 100
                 obs = f"You focus on the {obj}. That is the one: task complete."
             else:
-                self._score = -100
+                self._score = self.failure_score
                 obs = f"You focus on the {obj}, but the task needed the {self._target}. Task failed."
         info.update(score=self._score)
         if self._done:
