@@ -78,6 +78,26 @@ def resolve_ckpt(cfg: Config) -> str | None:
     return str(path)
 
 
+def announce_resume_changes(cfg: Config) -> None:
+    """Compare the resumed run's `config.yaml` with this config: refuse what the checkpoint cannot
+    follow, say in one line what applies from now on (`empo2.resume_changes`)."""
+    from omegaconf import OmegaConf
+
+    from empo2.resume_changes import check_resume_changes
+
+    saved_path = cfg.run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
+    except Exception as err:  # noqa: BLE001 - a damaged config.yaml: say which file
+        raise ConfigError(f"{saved_path}: cannot be read ({type(err).__name__}); restore it or remove it to resume "
+                          f"without the change check") from None
+    applied = check_resume_changes(saved, to_dict(cfg), str(saved_path))  # type: ignore[arg-type]
+    if applied and launcher_rank() == 0:
+        print(f"resume: applying changed {'; '.join(applied)}", file=sys.stderr)
+
+
 def checkpoint_epoch(path: str | None) -> int | None:
     """The iteration a checkpoint resumes at (memory-mapped read: no copy of the weights)."""
     if path is None:
@@ -168,6 +188,8 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
 
     ckpt = resolve_ckpt(cfg)
     resume_epoch = checkpoint_epoch(ckpt)  # a missing or unreadable checkpoint fails here, before the run dir is touched
+    if ckpt is not None:
+        announce_resume_changes(cfg)  # refused changes fail here too, before config.yaml is replaced
     run_dir = prepare_run_dir(cfg)
     trainer = build_trainer(cfg, run_dir, extra_callbacks, resume_epoch=resume_epoch)
     module = EMPO2Module(cfg)

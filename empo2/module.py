@@ -213,6 +213,16 @@ class EMPO2Module(L.LightningModule):
                              self.cfg.micro_batch_tokens, "packed" if multi_span else self.token_layout)
 
     # ------------------------------------------------------------------ update
+    def on_train_start(self) -> None:
+        """The optimizer settings of the config, also on resume: Lightning restores the optimizer's
+        state with the lr, weight decay and betas it was saved with (`empo2.resume_changes`)."""
+        if self.trainer.ckpt_path is None:  # a fresh run's optimizer was built from the config
+            return
+        o = self.cfg.optim
+        wanted = {"lr": o.lr, "weight_decay": o.weight_decay, "betas": tuple(o.betas)}
+        for group in self.optimizers().optimizer.param_groups:
+            group.update({k: v for k, v in wanted.items() if k in group})
+
     def on_train_epoch_start(self) -> None:
         self._stats = defaultdict(float)
         self.peak.reset()  # the data phase (rollout, tips, old log-probs) has ended: the update's own peak
