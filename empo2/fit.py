@@ -13,7 +13,9 @@ file only wires the three empo2 pieces (module, datamodule, callbacks) and the r
     <out_dir>/<name>/eval/            evaluation tables (CSV, Markdown) and episodes
 
 A fresh run refuses a run directory that already holds checkpoints (pass `ckpt_path=last` to
-resume, or choose another `name`), so no run's data is overwritten by accident.
+resume, or choose another `name`), or another run's memory, trajectories or metrics without a
+checkpoint (a run that died before its first one), so no run's data is overwritten or silently
+built upon. A resume may change only what its checkpoint can follow (`empo2.resume_changes`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,13 @@ def prepare_run_dir(cfg: Config) -> Path:
             f"ckpt_path: {run_dir} already holds checkpoints; pass ckpt_path=last to resume "
             f"or choose another name=..."
         )
+    leftovers = [name for name, path in training_artefacts(run_dir).items()
+                 if path.is_file() or (path.is_dir() and any(path.iterdir()))]
+    if cfg.ckpt_path is None and leftovers:
+        raise ConfigError(
+            f"name: {run_dir} holds another run's {', '.join(leftovers)} but no checkpoint (that run stopped "
+            f"before its first one), and a fresh run would build on them; remove the folder or choose another name=..."
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     text = to_yaml(cfg)
     saved = run_dir / "config.yaml"
@@ -65,6 +74,12 @@ def prepare_run_dir(cfg: Config) -> Path:
         saved.rename(run_dir / f"config.{k}.yaml")
     saved.write_text(text)
     return run_dir
+
+
+def training_artefacts(run_dir: Path) -> dict[str, Path]:
+    """What a training run leaves in its directory besides checkpoints and config.yaml."""
+    return {"memory": run_dir / "memory", "trajectories": run_dir / "trajectories",
+            "metrics": run_dir / "logs" / "metrics.csv"}
 
 
 def resolve_ckpt(cfg: Config) -> str | None:
@@ -151,6 +166,9 @@ def build_trainer(
             every_n_epochs=cfg.checkpoint.every_n_iterations,
             save_on_train_epoch_end=True,
             auto_insert_metric_name=False,
+            # A resumed copy of a run folder must overwrite its last.ckpt, not write last-v1.ckpt
+            # beside it (the next `ckpt_path=last` would load the older file and redo an iteration).
+            enable_version_counter=False,
         )
     ]
     if cfg.memory.enabled:
