@@ -82,13 +82,15 @@ def grpo_trajectory(returns, groups, lengths, eps=1e-6):
 
 def grpo_step(returns, groups, lengths, eps=1e-6):
     """EMPO2.md §9 `advantage.level: step`: each step row carries its episode's return and the
-    mean/std run over all step rows of the group (an episode of k steps counts k times)."""
+    mean/std run over all step rows of the group (an episode of k steps counts k times). An episode
+    of no steps has no rows: it takes no part in the normalisation (its advantage is 0)."""
     members: dict[str, list[int]] = defaultdict(list)
     for i, g in enumerate(groups):
-        members[g].append(i)
+        if lengths[i] > 0:
+            members[g].append(i)
     out = [0.0] * len(returns)
     for idx in members.values():
-        rows = np.concatenate([np.full(max(lengths[i], 1), returns[i], dtype=np.float64) for i in idx])
+        rows = np.concatenate([np.full(lengths[i], returns[i], dtype=np.float64) for i in idx])
         if len(rows) == 1:  # one row: A = R, as for a group of one
             out[idx[0]] = float(returns[idx[0]])
             continue

@@ -13,6 +13,7 @@ entries, oldest dropped first.
 from __future__ import annotations
 
 import argparse
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,13 +63,18 @@ class MemoryStore(SlotStore):
         return out
 
     def write(self, slots: list[str], keys: np.ndarray, contents: list[str], scores: list[float]) -> int:
-        """Store entries, skipping content already in the slot (or earlier in this call); FIFO per
-        slot. Returns the number of entries stored."""
-        seen = {slot: set(self.table.rows(slot).contents) for slot in set(slots)}
+        """Store entries as if inserted one at a time, in order: an entry whose content is in its
+        slot at that moment is skipped, otherwise it is appended and the slot's oldest entry leaves
+        once the slot is over capacity (FIFO). One table write and one delete do it all. Returns
+        the number of entries stored."""
+        window = {slot: deque(self.table.rows(slot).contents) for slot in set(slots)}
         keep = []
         for i, (slot, content) in enumerate(zip(slots, contents)):
-            if content not in seen[slot]:
-                seen[slot].add(content)
+            slot_now = window[slot]
+            if content not in slot_now:
+                slot_now.append(content)
+                if len(slot_now) > self.capacity:
+                    slot_now.popleft()
                 keep.append(i)
         self.table.add([slots[i] for i in keep], keys[keep], [contents[i] for i in keep], [scores[i] for i in keep])
         self.table.drop_oldest(self.capacity)

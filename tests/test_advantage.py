@@ -39,6 +39,13 @@ def test_step_level_single_row_keeps_its_return():
     assert grpo_step([3.0], ["g"], [1], 1e-6) == [3.0]
 
 
+def test_step_level_episode_without_steps_takes_no_part():
+    # rows: [1, 1] + [5] (the middle episode has none) -> mean 7/3, unbiased std sqrt(96/18) = 2.309401
+    adv = grpo_step([1.0, 3.0, 5.0], ["g", "g", "g"], [2, 0, 1], 1e-6)
+    assert adv == pytest.approx([(1 - 7 / 3) / 2.309401, 0.0, (5 - 7 / 3) / 2.309401], rel=1e-5)
+    assert grpo_step([4.0, 9.0], ["g", "g"], [0, 1], 1e-6) == [0.0, 9.0]  # one row left: A = R
+
+
 def test_registry():
     assert ADVANTAGES.names() == ["gigpo", "grpo", "grpo_step", "hgpo"]
 

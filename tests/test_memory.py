@@ -54,6 +54,16 @@ def test_duplicates_skipped_and_fifo(tmp_path):
     assert sorted(t.content for t in fresh.retrieve(["s"], Q[None])[0]) == ["four", "three", "two"]
 
 
+def test_re_added_tip_survives_an_overflowing_write(tmp_path):
+    """Entries go in one at a time: "c" pushes "a" out of the full slot, then "a" is new again. Checked
+    against the slot before the write, "a" would be skipped as a duplicate and then evicted."""
+    m = MemoryStore(tmp_path, capacity=2)
+    m.write(["s", "s"], np.stack([Q, Q]), ["a", "b"], [0, 0])
+    assert m.write(["s", "s"], np.stack([Q, Q]), ["c", "a"], [1, 1]) == 2
+    assert sorted(t.content for t in m.retrieve(["s"], Q[None])[0]) == ["a", "c"]
+    assert sorted(t.content for t in MemoryStore(tmp_path, capacity=2).retrieve(["s"], Q[None])[0]) == ["a", "c"]
+
+
 def test_restore_discards_later_writes(tmp_path):
     m = MemoryStore(tmp_path)
     m.write(["s"], Q[None], ["kept"], [1.0])
