@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,49 @@ def training_artefacts(run_dir: Path) -> dict[str, Path]:
     """What a training run leaves in its directory besides checkpoints and config.yaml."""
     return {"memory": run_dir / "memory", "trajectories": run_dir / "trajectories",
             "metrics": run_dir / "logs" / "metrics.csv"}
+
+
+@contextmanager
+def run_temp_dir(run_dir: Path):
+    """Temporary files of this rank go to `<run_dir>/.tmp/rank<r>`, emptied at every start. Lightning
+    writes a checkpoint into a temp file first (fsspec's transaction, `tempfile.mkstemp()`) and moves
+    it into place when complete; a run killed mid-write left that partial file in `$TMPDIR`, where
+    nobody could tell it from others'. Here the next start of the run removes it."""
+    import shutil
+    import tempfile
+
+    folder = run_dir / ".tmp" / f"rank{launcher_rank()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    before = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = before
+
+
+def drop_checkpoints_after(folder: Path, resume_epoch: int) -> list[Path]:
+    """Periodic checkpoints of iterations at or after the one `last.ckpt` resumes at were written by
+    a run that died before updating `last.ckpt`; the resumed run writes them again, and left alone
+    they would sit beyond `checkpoint.keep` forever. Only for `ckpt_path=last` (an explicit older
+    checkpoint must not delete newer ones)."""
+    import re
+
+    dropped = []
+    if launcher_rank() != 0 or not folder.is_dir():
+        return dropped
+    for path in folder.iterdir():
+        match = re.fullmatch(r"iter_(\d+)(\.ckpt)?", path.name)
+        if match and int(match.group(1)) >= resume_epoch:
+            if path.is_dir():
+                import shutil
+
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            dropped.append(path)
+    return dropped
 
 
 def resolve_ckpt(cfg: Config) -> str | None:
@@ -209,11 +253,14 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
     if ckpt is not None:
         announce_resume_changes(cfg)  # refused changes fail here too, before config.yaml is replaced
     run_dir = prepare_run_dir(cfg)
+    if cfg.ckpt_path == "last" and resume_epoch is not None:
+        drop_checkpoints_after(run_dir / "checkpoints", resume_epoch)
     trainer = build_trainer(cfg, run_dir, extra_callbacks, resume_epoch=resume_epoch)
     module = EMPO2Module(cfg)
     datamodule = RolloutDataModule(cfg)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        with run_temp_dir(run_dir):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     finally:  # Lightning tears the datamodule down only after a successful fit: close the JVMs anyway
         datamodule.teardown("fit")
     if trainer.global_rank == 0:
