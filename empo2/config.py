@@ -217,6 +217,9 @@ class MemoryConfig:
     """Sampling temperature for tip generation."""
     embed_batch_size: int = 64
     """Texts per embedding call."""
+    init_from: Optional[str] = None
+    """A memory folder (another run's `<run>/memory`) copied into this run's at a fresh start, so
+    training begins with those tips; ignored on resume (the checkpoint's memory is restored)."""
 
 
 @dataclass

@@ -103,6 +103,16 @@ def run_temp_dir(run_dir: Path):
         tempfile.tempdir = before
 
 
+def seed_memory(source: Path, run_dir: Path) -> None:
+    """`memory.init_from`: start a fresh run with a copy of another memory folder (rank 0 copies)."""
+    import shutil
+
+    from empo2.memory import memory_dir
+
+    if launcher_rank() == 0:
+        shutil.copytree(source, memory_dir(run_dir))
+
+
 def drop_checkpoints_after(folder: Path, resume_epoch: int) -> list[Path]:
     """Periodic checkpoints of iterations at or after the one `last.ckpt` resumes at were written by
     a run that died before updating `last.ckpt`; the resumed run writes them again, and left alone
@@ -252,7 +262,11 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
     resume_epoch = checkpoint_epoch(ckpt)  # a missing or unreadable checkpoint fails here, before the run dir is touched
     if ckpt is not None:
         announce_resume_changes(cfg)  # refused changes fail here too, before config.yaml is replaced
+    elif cfg.memory.init_from and not Path(cfg.memory.init_from).is_dir():
+        raise ConfigError(f"memory.init_from: {cfg.memory.init_from} is not a folder (point it at a run's memory/ folder)")
     run_dir = prepare_run_dir(cfg)
+    if cfg.ckpt_path is None and cfg.memory.init_from:
+        seed_memory(Path(cfg.memory.init_from), run_dir)
     if cfg.ckpt_path == "last" and resume_epoch is not None:
         drop_checkpoints_after(run_dir / "checkpoints", resume_epoch)
     trainer = build_trainer(cfg, run_dir, extra_callbacks, resume_epoch=resume_epoch)

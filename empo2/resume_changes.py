@@ -36,7 +36,7 @@ REFUSED = (
 OPTIMIZER_KEYS = ("optim.lr", "optim.weight_decay", "optim.betas")
 """Keys the restored optimizer state carries; set into it on resume."""
 
-IGNORED = ("ckpt_path",)
+IGNORED = ("ckpt_path", "memory.init_from")
 """Keys that say how to start, not what runs."""
 
 

@@ -104,15 +104,15 @@ def box_model(embedded_model, tokenizer, tmp_path_factory):
 
 def run(box_model, tmp_path, name: str, **over) -> float:
     """Train from the warm model; return the final log π(secret | tip-free prompt)."""
-    run_dir = tmp_path / name
-    store = MemoryStore(memory_dir(run_dir))
+    seeded = tmp_path / f"{name}-seed"  # a memory holding one tip, handed to the run by memory.init_from
+    store = MemoryStore(memory_dir(seeded))
     obs, info = BoxEnv().reset("boxes/0")
     key = shared_embedder().encode([f"{TASK}\n{obs}"])  # the state key TipMemory queries with
     store.write(["boxes/0"], key, [SEED_TIP], [100.0])
     settings = {
         "env.cls": "test_mechanism:BoxEnv", "env.options": "{}", "rollout.tasks_per_iteration": 1,
         "rollout.group_size": 8, "model.lora.enabled": False, "optim.lr": 1e-3, "trainer.max_epochs": 3,
-        "intrinsic.kind": "none", "mask.log_delta": -12.0, **over,
+        "intrinsic.kind": "none", "mask.log_delta": -12.0, "memory.init_from": str(memory_dir(seeded)), **over,
     }
     trainer = fit(load_config(None, tiny_overrides(box_model, tmp_path, name=name, **settings)))
     return logp_secret(trainer.lightning_module.policy, trainer.lightning_module.tokenizer, [])
