@@ -3,6 +3,8 @@
 #               real ScienceWorld on CPU (conf/sciworld_cpu.yaml; CONFIG=conf/quickstart.yaml: KeyRoom demo)
 #   make test   the same set-up, then the test suite
 #   make test-vllm  a second environment with the CPU build of vLLM, then the vLLM engine tests
+#   make test-gpu   on a machine with a CUDA GPU: a third environment with the GPU build of vLLM (it
+#                   brings its own CUDA torch), then the GPU suite (tests marked gpu; skipped without CUDA)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -15,7 +17,11 @@ VVENV  := .venv-vllm
 VPY    := $(VVENV)/bin/python
 VSTAMP := $(VVENV)/.installed
 
-.PHONY: fit test test-vllm model check-platform clean-venv
+GVENV  := .venv-gpu
+GPY    := $(GVENV)/bin/python
+GSTAMP := $(GVENV)/.installed
+
+.PHONY: fit test test-vllm test-gpu model check-platform clean-venv
 
 check-platform:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: '$(PYTHON)' not found. Install Python 3.10-3.13 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -41,6 +47,13 @@ $(VSTAMP): pyproject.toml | check-platform
 	$(VPY) -m pip uninstall -y -q torchvision torchaudio torchcodec
 	@touch $(VSTAMP)
 
+# The GPU environment takes whichever CUDA torch vLLM pins (no CPU pin first).
+$(GSTAMP): pyproject.toml | check-platform
+	@test -x $(GPY) || $(PYTHON) -m venv $(GVENV)
+	$(GPY) -m pip install -q --upgrade pip
+	$(GPY) -m pip install -q -e ".[dev,vllm]"
+	@touch $(GSTAMP)
+
 model: $(STAMP)
 	$(PY) -m empo2.models prepare $(MODEL)
 
@@ -54,5 +67,9 @@ test-vllm: $(VSTAMP)
 	$(VPY) -m empo2.models prepare $(MODEL)
 	$(VPY) -m pytest -q -m vllm $(ARGS)
 
+test-gpu: $(GSTAMP)
+	$(GPY) -m empo2.models prepare $(MODEL)
+	$(GPY) -m pytest -q -m gpu -rs $(ARGS)
+
 clean-venv:
-	rm -rf $(VENV) $(VVENV)
+	rm -rf $(VENV) $(VVENV) $(GVENV)

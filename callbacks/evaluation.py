@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 
 from empo2.config import Config
 from empo2.evaluate import evaluate_policy, table_metrics, write_table
 
+if TYPE_CHECKING:
+    from datamodules import RolloutDataModule
+
 
 class PeriodicEvaluation(L.Callback):
-    def __init__(self, cfg: Config, run_dir: str | Path) -> None:
+    def __init__(self, cfg: Config, run_dir: str | Path, rollouts: "RolloutDataModule") -> None:
         self.cfg = cfg
+        self.rollouts = rollouts
+        """The run's rollout datamodule: its environment pool and engine are reused here."""
         self.folder = Path(run_dir) / "eval"
 
     def due(self, iteration: int) -> bool:
@@ -33,7 +39,7 @@ class PeriodicEvaluation(L.Callback):
         if not self.due(iteration):
             return
         t0 = time.perf_counter()
-        dm = trainer.datamodule
+        dm = self.rollouts
         engine = dm.engine_for(pl_module)
         engine.sync_weights()
         rows, _ = evaluate_policy(

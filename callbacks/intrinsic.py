@@ -19,13 +19,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import lightning as L
-
 from empo2 import distributed as D
 from empo2.config import Config
 from empo2.embedder import shared_embedder
 from empo2.episode import Episode
+from empo2.iteration_hooks import RolloutContext
 from empo2.memory import memory_dir
+from empo2.modes import novelty_bonus, retrieval_count_bonus
 from empo2.novelty import NoveltyTable
 
 from callbacks.versioned_store import VersionedStoreCallback
@@ -46,14 +46,14 @@ class IntrinsicReward(VersionedStoreCallback):
         self.embedder = shared_embedder("cpu", self.cfg.memory.embed_batch_size)
         return NoveltyTable(self.folder, self.cfg.intrinsic.threshold)
 
-    def on_rollout_end(self, trainer: L.Trainer, pl_module: L.LightningModule, episodes: list[Episode]) -> None:
+    def on_rollout_end(self, ctx: RolloutContext, episodes: list[Episode]) -> None:
         t0 = time.perf_counter()
         coef = self.cfg.intrinsic.coef
         kind = self.cfg.intrinsic.kind
         if kind == "retrieval_count":
             for ep in episodes:
                 for step in ep.steps:
-                    step.intrinsic = coef / (step.retrieved + 1) if ep.uses_memory else 0.0
+                    step.intrinsic = retrieval_count_bonus(step.retrieved, coef, ep.uses_memory)
         elif kind == "novelty":
             assert self.store is not None
             mine = [(ep.instance, step.observation) for ep in episodes for step in ep.steps]
@@ -65,7 +65,7 @@ class IntrinsicReward(VersionedStoreCallback):
             it = iter(counts[offset: offset + len(mine)])
             for ep in episodes:
                 for step in ep.steps:
-                    step.intrinsic = coef / next(it)
+                    step.intrinsic = novelty_bonus(next(it), coef)
         self.elapsed = time.perf_counter() - t0
 
     def rollout_metrics(self) -> dict[str, float]:

@@ -17,9 +17,6 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any
-
-import lightning as L
 
 from empo2 import distributed as D
 from empo2.config import Config
@@ -27,6 +24,7 @@ from empo2.conversation import Conversation, Message
 from empo2.embedder import shared_embedder
 from empo2.engines import SamplingParams
 from empo2.episode import Episode
+from empo2.iteration_hooks import RolloutContext
 from empo2.memory import MemoryStore, entry_content, memory_dir
 
 from callbacks.versioned_store import VersionedStoreCallback
@@ -83,9 +81,9 @@ class TipMemory(VersionedStoreCallback):
         return f"{ep.task}\n{ep.observations[step]}"
 
     # ------------------------------------------------------------------ hooks used by the datamodule
-    def on_rollout_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_rollout_start(self, ctx: RolloutContext) -> None:
         self._reset_stats()
-        super().on_rollout_start(trainer, pl_module)
+        super().on_rollout_start(ctx)
         self._slots = set(self.store.counts()) if self.store is not None else set()
 
     def retrieve_tips(self, episodes: list[Episode]) -> list[list[str]]:
@@ -105,10 +103,10 @@ class TipMemory(VersionedStoreCallback):
         self.stats["retrieval_s"] += time.perf_counter() - t0
         return out
 
-    def on_rollout_end(self, trainer: L.Trainer, pl_module: L.LightningModule, episodes: list[Episode]) -> None:
+    def on_rollout_end(self, ctx: RolloutContext, episodes: list[Episode]) -> None:
         t0 = time.perf_counter()
         played = [ep for ep in episodes if ep.steps]
-        tips = self.generate_tips(trainer, pl_module, played)
+        tips = self.generate_tips(ctx, played)
         t1 = time.perf_counter()
         slots, texts, contents, scores = [], [], [], []
         for ep, tip in zip(played, tips):
@@ -134,15 +132,14 @@ class TipMemory(VersionedStoreCallback):
         self.stats["tip_generation_s"] += t1 - t0
         self.stats["write_s"] += time.perf_counter() - t1
 
-    def generate_tips(self, trainer: L.Trainer, pl_module: Any, episodes: list[Episode]) -> list[str]:
-        """One tip per episode with the current policy, in one batched engine call."""
+    def generate_tips(self, ctx: RolloutContext, episodes: list[Episode]) -> list[str]:
+        """One tip per episode with the current policy, in one batched call of the iteration's engine."""
         if not episodes:
             return []
-        engine = trainer.datamodule.engine
         budget = self.cfg.rollout.max_prompt_tokens
-        prompts = [tip_conversation(ep).render(pl_module.tokenizer, budget, with_tips=False).ids for ep in episodes]
+        prompts = [tip_conversation(ep).render(ctx.tokenizer, budget, with_tips=False).ids for ep in episodes]
         m = self.cfg.memory
-        gens = engine.generate(prompts, SamplingParams(max_new_tokens=m.tip_max_tokens, temperature=m.tip_temperature, stop=[]))
+        gens = ctx.engine.generate(prompts, SamplingParams(max_new_tokens=m.tip_max_tokens, temperature=m.tip_temperature, stop=[]))
         return [clean_tip(g.text) for g in gens]
 
     def rollout_metrics(self) -> dict[str, float]:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
-
 from empo2.episode import Episode, write_jsonl
+from empo2.iteration_hooks import IterationCallback, RolloutContext
 
 
-class TrajectoryWriter(L.Callback):
+class TrajectoryWriter(IterationCallback):
     def __init__(self, run_dir: str | Path) -> None:
         self.folder = Path(run_dir) / "trajectories"
 
-    def on_rollout_scored(self, trainer: L.Trainer, pl_module: L.LightningModule, episodes: list[Episode]) -> None:
+    def on_rollout_scored(self, ctx: RolloutContext, episodes: list[Episode]) -> None:
+        trainer = ctx.trainer
         suffix = "" if trainer.world_size == 1 else f".rank{trainer.global_rank}"
-        write_jsonl(self.folder / f"iter_{trainer.current_epoch:05d}{suffix}.jsonl", episodes)
+        write_jsonl(self.folder / f"iter_{ctx.iteration:05d}{suffix}.jsonl", episodes)

@@ -13,9 +13,10 @@ from typing import Any
 import lightning as L
 
 from empo2 import distributed as D
+from empo2.iteration_hooks import IterationCallback, RolloutContext
 
 
-class VersionedStoreCallback(L.Callback):
+class VersionedStoreCallback(IterationCallback):
     state_name = "version"
     """Key of the store version in this callback's checkpoint state."""
 
@@ -54,7 +55,7 @@ class VersionedStoreCallback(L.Callback):
             self.store.restore(version)
         self._restore_to = None
 
-    def on_rollout_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_rollout_start(self, ctx: RolloutContext) -> None:
         if self.store is not None and D.world_size() > 1:
             D.barrier()
             if D.rank() != 0:

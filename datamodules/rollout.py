@@ -10,9 +10,10 @@ Determinism: iteration k reseeds torch/numpy/random from (seed, k, rank) before 
 the instance sampler's state is checkpointed, so k iterations + resume + k iterations equal 2k
 iterations straight.
 
-Callbacks take part through two optional hooks (duck-typed, any Lightning callback may define them):
-`on_rollout_end(trainer, pl_module, episodes)` before advantages (rewards may still change) and
-`on_rollout_scored(trainer, pl_module, episodes)` after (episodes are final).
+Callbacks take part through the hooks declared in `empo2.iteration_hooks` (subclass
+`IterationCallback`): `on_rollout_start`, `on_rollout_end` before advantages (rewards may still
+change), `on_rollout_scored` after (episodes are final), `rollout_metrics`, and `retrieve_tips` for
+memory modes. Each hook gets a `RolloutContext` (trainer, module, engine, iteration).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from empo2.advantage import ADVANTAGES, CreditEpisode, CreditSettings
 from empo2.config import Config
 from empo2.conversation import PromptLayout
 from empo2.engines import RolloutEngine, SamplingParams, build_engine
-from empo2.envs import EnvPool, TextEnv, env_class
+from empo2.envs import EnvPool, TextEnv
 from empo2.episode import Episode
-from empo2.module import update_prompts
+from empo2.iteration_hooks import IterationHooks, RolloutContext, TipRetriever, iteration_hooks
+from empo2.modes import Mode, low_probability_keep, sample_modes, update_prompts
 from empo2.peak_memory import PeakMemory
 from empo2.rollout import RolloutStats, run_episodes
 from empo2.training_rows import Segment, TrainingRow, mini_batches, segments
@@ -57,7 +59,7 @@ class RolloutDataModule(L.LightningDataModule):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.cfg = cfg
-        self.pool = EnvPool(env_class(cfg.env.name, cfg.env.cls), cfg.env.options, cfg.env.pool_size)
+        self.pool = EnvPool.from_config(cfg.env)
         self.envs: list[TextEnv] = []
         self.engine: RolloutEngine | None = None
         self.train_instances: list[str] = []
@@ -150,12 +152,15 @@ class RolloutDataModule(L.LightningDataModule):
             Episode(uid=f"{iteration}-{rank}-{b * n + k}", instance=inst, group=f"{iteration}-{rank}-{b}", mode=mode)
             for b, (inst, mode) in enumerate(zip(instances, modes)) for k in range(n)
         ]
-        self._call_hooks("on_rollout_start")
+        hooks = iteration_hooks(trainer.callbacks)
+        ctx = RolloutContext(trainer, module, engine, iteration)
+        for hook in hooks:
+            hook.on_rollout_start(ctx)
         r = self.cfg.rollout
         params = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, stop=list(r.stop))
         stats = run_episodes(
             self.envs, episodes, engine, module.tokenizer, params, r.max_prompt_tokens,
-            max_turns=self.cfg.env.max_turns, tips_for=self._tip_source(episodes),
+            max_turns=self.cfg.env.max_turns, tips_for=self._tip_source(episodes, trainer.callbacks),
             progress=self.cfg.logging.progress_bar and rank == 0,
             desc=f"iteration {iteration} rollout ({'/'.join(sorted(set(modes)))})",
             layout=self.prompt_layout(),
@@ -163,7 +168,8 @@ class RolloutDataModule(L.LightningDataModule):
         t1 = time.perf_counter()
         memory |= self.peak.metrics("rollout")
         self.peak.reset()
-        self._call_hooks("on_rollout_end", episodes)
+        for hook in hooks:
+            hook.on_rollout_end(ctx, episodes)
         engine.release_memory()  # generation is over until the next iteration (tips included)
         memory |= self.peak.metrics("tips")
         t2 = time.perf_counter()
@@ -175,11 +181,12 @@ class RolloutDataModule(L.LightningDataModule):
             self.add_old_logprobs(rows, module)
         memory |= self.peak.metrics("old_logprob")
         t4 = time.perf_counter()
-        self._call_hooks("on_rollout_scored", episodes)
+        for hook in hooks:
+            hook.on_rollout_scored(ctx, episodes)
         self.episodes = episodes
         self.next_iteration = iteration + 1
         segs = segments(rows, shared=self.cfg.optim.sequences == "shared")
-        self.iteration_metrics = memory | self._metrics(episodes, rows, segs, stats, rollout_s=t1 - t0,
+        self.iteration_metrics = memory | self._metrics(episodes, rows, segs, stats, hooks, rollout_s=t1 - t0,
                                                         hooks_s=t2 - t1, logprob_s=t4 - t3)
         batches = self._batches(segs, seed)
         if not batches:  # every episode on every rank failed before acting: skip this update
@@ -194,22 +201,17 @@ class RolloutDataModule(L.LightningDataModule):
     def prompt_layout(self) -> PromptLayout:
         return replace(self.cfg.rollout.prompt_layout, tips_scope=self.cfg.memory.tips_in_history)
 
-    def sample_modes(self, n_groups: int) -> list[str]:
-        """EMPO2.md §2: on_policy w.p. 1−p, on_policy_memory w.p. p(1−q), off_policy w.p. pq;
-        drawn once per iteration (default) or once per group."""
-        p, q = self.cfg.mode.p, self.cfg.mode.q
-        draws = 1 if self.cfg.mode.granularity == "iteration" else n_groups
-        modes = []
-        for _ in range(draws):
-            u = float(self.sampler.random())
-            modes.append("off_policy" if u < p * q else "on_policy_memory" if u < p else "on_policy")
-        return modes * n_groups if draws == 1 else modes
+    def sample_modes(self, n_groups: int) -> list[Mode]:
+        """This iteration's modes (EMPO2.md §2, `empo2.modes.sample_modes`) from the run's generator."""
+        m = self.cfg.mode
+        return sample_modes(lambda: float(self.sampler.random()), m.p, m.q, m.granularity, n_groups)
 
-    def _tip_source(self, episodes: list[Episode]):
+    @staticmethod
+    def _tip_source(episodes: list[Episode], callbacks: list[Any]):
         if not any(ep.uses_memory for ep in episodes):
             return None
-        for cb in self.trainer.callbacks:
-            if callable(getattr(cb, "retrieve_tips", None)):
+        for cb in callbacks:
+            if isinstance(cb, TipRetriever):
                 return cb.retrieve_tips
         raise RuntimeError("a memory-mode iteration needs a callback with retrieve_tips (memory.enabled=true)")
 
@@ -233,7 +235,7 @@ class RolloutDataModule(L.LightningDataModule):
         """One training row per step (episode and step order), carrying its step's advantage (the
         episode's, for episode-level estimators).
 
-        Which prompt each log-prob is taken on is the module's `update_prompts` (EMPO2.md §6.3);
+        Which prompt each log-prob is taken on is `empo2.modes.update_prompts` (EMPO2.md §6.3);
         `tipfree_prompt` is where the low-probability mask is decided (§6.4)."""
         budget = self.cfg.rollout.max_prompt_tokens
         rows = []
@@ -243,7 +245,8 @@ class RolloutDataModule(L.LightningDataModule):
                 if not s.response_ids:
                     continue
                 tipfree = tipfree_prompts[i] if tipfree_prompts is not None else s.prompt_ids
-                use = update_prompts(self.cfg, ep.mode, s.prompt_ids, tipfree)
+                use = update_prompts(ep.mode, s.prompt_ids, tipfree, mask_level=self.cfg.mask.level,
+                                     mask_apply_to=self.cfg.mask.apply_to, old_logprob=self.cfg.offpolicy.old_logprob)
                 rows.append(TrainingRow(
                     episode=ep.uid, mode=ep.mode, rollout_prompt=s.prompt_ids, train_prompt=use.train,
                     old_prompt=use.old, tipfree_prompt=tipfree, response_ids=s.response_ids,
@@ -296,26 +299,19 @@ class RolloutDataModule(L.LightningDataModule):
         total = sum(D.gather_objects(sum(counts)))
         return mini_batches(counts, total, o.mini_batch_size, o.ppo_epochs, torch.Generator().manual_seed(seed))
 
-    def _call_hooks(self, hook: str, *args: Any) -> None:
-        for cb in self.trainer.callbacks:
-            fn = getattr(cb, hook, None)
-            if callable(fn):
-                fn(self.trainer, self.trainer.lightning_module, *args)
-
-    def _metrics(self, episodes, rows: list[TrainingRow], segs: list[Segment], stats: RolloutStats, rollout_s: float,
+    def _metrics(self, episodes, rows: list[TrainingRow], segs: list[Segment], stats: RolloutStats,
+                 hooks: list[IterationHooks], rollout_s: float,
                  hooks_s: float, logprob_s: float) -> dict[str, float]:
         n = max(len(episodes), 1)
         # engine vs trainer on the same prompt (rows whose old prompt is the rollout prompt)
         gaps = [abs(e - o) for row in rows if row.rollout_prompt_logprobs is not None
                 for e, o in zip(row.engine_logprobs, row.rollout_prompt_logprobs)]
         extra: dict[str, float] = dict(self.engine.metrics()) if self.engine is not None else {}
-        for cb in self.trainer.callbacks:
-            fn = getattr(cb, "rollout_metrics", None)
-            if callable(fn):
-                extra.update(fn())
+        for hook in hooks:
+            extra.update(hook.rollout_metrics())
         modes = [ep.mode for ep in episodes]
-        for mode in ("on_policy", "on_policy_memory", "off_policy"):
-            extra[f"mode/{mode}"] = modes.count(mode) / n
+        for mode in Mode:
+            extra[f"mode/{mode.value}"] = modes.count(mode) / n
         return extra | {
             "rollout/return": sum(ep.extrinsic_return for ep in episodes) / n,
             "rollout/intrinsic_return": sum(ep.intrinsic_return for ep in episodes) / n,
@@ -342,15 +338,6 @@ class RolloutDataModule(L.LightningDataModule):
             "time/rollout_hooks_s": hooks_s,
             "time/old_logprob_s": logprob_s,
         }
-
-
-def low_probability_keep(tipfree_logprobs: list[float], log_delta: float, level: str) -> list[float]:
-    """EMPO2.md §6.4, low-probability masking: a response token counts (1.0) when its log-prob under
-    the tip-free policy is at least log δ; `level="step"` drops the whole step when any token is below."""
-    keep = [float(lp >= log_delta) for lp in tipfree_logprobs]
-    if level == "step" and keep and min(keep) == 0.0:
-        return [0.0] * len(keep)
-    return keep
 
 
 def _step_advantage_spread(episodes: list[Episode]) -> float:

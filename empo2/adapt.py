@@ -27,6 +27,7 @@ from typing import Any
 
 from datamodules import RolloutDataModule
 from empo2.config import Config, ConfigError, check_values, load_config, to_yaml
+from empo2.modes import Mode
 from empo2.module import EMPO2Module
 
 
@@ -56,8 +57,8 @@ class AdaptationData(RolloutDataModule):
         if self.cfg.adapt.split == "test":
             self.train_instances = list(self.cfg.env.test_instances or self.envs[0].instances("test"))
 
-    def sample_modes(self, n_groups: int) -> list[str]:
-        return ["on_policy" if self.trainer.current_epoch == 0 else "on_policy_memory"] * n_groups
+    def sample_modes(self, n_groups: int) -> list[Mode]:
+        return [Mode.ON_POLICY if self.trainer.current_epoch == 0 else Mode.ON_POLICY_MEMORY] * n_groups
 
 
 def retarget_env(cfg: Config, task: str, key: str) -> None:
@@ -116,8 +117,8 @@ def adapt(cfg: Config) -> tuple[list[dict[str, float]], Path, FrozenPolicy]:
     (run_dir / "config.yaml").write_text(to_yaml(acfg))
     module = FrozenPolicy.from_checkpoint(acfg, ckpt)
     module.policy.requires_grad_(False)
-    trainer = build_trainer(acfg, run_dir, checkpoints=False)
     data = AdaptationData(acfg)
+    trainer = build_trainer(acfg, run_dir, data, checkpoints=False)
     try:
         trainer.fit(module, datamodule=data)
     finally:

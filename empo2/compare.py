@@ -25,9 +25,11 @@ seeds); each method's own run folder (checkpoints, metrics, curves, episodes) is
 `<run>/compare/<task>-seed<S>/<method>/`, the warm start under `<run>/compare/<task>/warm_start/`.
 
 Stopping and continuing: every finished cell (method, task, seed) is written to `results.csv` at
-once, and running the same command again skips it; an unfinished cell's folder is removed and the
-cell is run again from its start. Continuing with a different config (other than more seeds or
-methods) is refused, since the table would mix two experiments.
+once, and running the same command again skips it. A training cell stopped after a checkpoint
+continues from its last iteration (its `minutes` then count only the part run since); any other
+unfinished cell's folder is removed and the cell is run again from its start. Continuing with a
+different config (other than more seeds or methods) is refused, since the table would mix two
+experiments.
 """
 
 from __future__ import annotations
@@ -106,11 +108,10 @@ def warm_start(cfg: Config, task: str | None) -> Path:
 
 
 def count_test_instances(cfg: Config) -> int:
-    from empo2.envs import env_class
     from empo2.envs.pool import EnvPool
     from empo2.evaluate import eval_instances
 
-    with EnvPool(env_class(cfg.env.name, cfg.env.cls), cfg.env.options, 1) as pool:
+    with EnvPool.from_config(cfg.env, max_size=1) as pool:
         return len(eval_instances(cfg, pool))
 
 
@@ -259,9 +260,15 @@ def compare(cfg: Config) -> tuple[list[dict], Path]:
                 if (method, label, str(seed)) in done:
                     continue
                 mcfg = method_config(cfg, method, task, seed, warm)
-                shutil.rmtree(mcfg.run_dir, ignore_errors=True)  # an unfinished cell starts over
-                mcfg.run_dir.mkdir(parents=True)
-                (mcfg.run_dir / "config.yaml").write_text(to_yaml(mcfg))  # what this cell ran
+                if method in TRAINED and (mcfg.run_dir / "checkpoints" / "last.ckpt").is_file():
+                    # A training cell that was stopped continues from its last iteration (the
+                    # experiment's config is the one it started under: check_same_experiment).
+                    mcfg.ckpt_path = "last"
+                    print(f"{method:>10}  {label}  seed {seed}: continuing from its last checkpoint", flush=True)
+                else:
+                    shutil.rmtree(mcfg.run_dir, ignore_errors=True)  # any other unfinished cell starts over
+                    mcfg.run_dir.mkdir(parents=True)
+                    (mcfg.run_dir / "config.yaml").write_text(to_yaml(mcfg))  # what this cell ran
                 t0 = time.perf_counter()
                 score = run_method(mcfg, method)
                 minutes = round((time.perf_counter() - t0) / 60, 2)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from empo2.conversation import Conversation
+from empo2.modes import Mode
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Episode:
     """Environment instance id (task + variation)."""
     group: str
     """GRPO group id: episodes of the same instance drawn in the same iteration."""
-    mode: str = "on_policy"
+    mode: Mode = Mode.ON_POLICY
     """EMPO² mode of the iteration that produced it."""
     task: str = ""
     """The task in words (environment info `task`, else the instance id): part of memory keys."""
@@ -100,7 +101,7 @@ class Episode:
 
     @property
     def uses_memory(self) -> bool:
-        return self.mode in ("on_policy_memory", "off_policy")
+        return Mode(self.mode).uses_memory
 
     def step_prompts(self, tokenizer, max_tokens: int, with_tips: bool) -> list[list[int]]:
         """Token ids of every step's prompt, rendered again turn by turn (with or without tips): the

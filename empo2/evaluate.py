@@ -134,7 +134,6 @@ def table_metrics(rows: list[TaskScore], prefix: str = "val") -> dict[str, float
 def evaluate(cfg: Config) -> tuple[list[TaskScore], Path]:
     """Build the policy (from `ckpt_path` if given), evaluate, write the table; return it and its path."""
     from empo2.engines import build_engine
-    from empo2.envs import env_class
     from empo2.fit import resolve_ckpt
     from empo2.module import EMPO2Module
 
@@ -142,7 +141,7 @@ def evaluate(cfg: Config) -> tuple[list[TaskScore], Path]:
     module = EMPO2Module.from_checkpoint(cfg, ckpt)
     engine = build_engine(cfg, module.policy, module.tokenizer, cfg.run_dir / "engine" / f"eval-rank{D.rank()}")
     engine.sync_weights()  # an engine with its own copy of the weights loads the checkpoint's
-    with EnvPool(env_class(cfg.env.name, cfg.env.cls), cfg.env.options, cfg.env.pool_size) as pool:
+    with EnvPool.from_config(cfg.env) as pool:
         try:
             rows, episodes = evaluate_policy(cfg, pool, engine, module.tokenizer, cfg.seed, progress=cfg.logging.progress_bar)
         finally:

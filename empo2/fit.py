@@ -201,9 +201,11 @@ def build_loggers(cfg: Config, run_dir: Path, resume_epoch: int | None = None) -
 
 
 def build_trainer(
-    cfg: Config, run_dir: Path, extra_callbacks: list[Any] | None = None, resume_epoch: int | None = None,
+    cfg: Config, run_dir: Path, rollouts: Any, extra_callbacks: list[Any] | None = None, resume_epoch: int | None = None,
     checkpoints: bool = True,
 ):
+    """The Lightning trainer of a run, with the callbacks its config asks for; `rollouts` is the run's
+    RolloutDataModule (periodic evaluation reuses its environments and engine)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -232,7 +234,7 @@ def build_trainer(
     if cfg.logging.trajectories:
         callbacks.append(TrajectoryWriter(run_dir))
     if cfg.eval.val_every > 0:
-        callbacks.append(PeriodicEvaluation(cfg, run_dir))
+        callbacks.append(PeriodicEvaluation(cfg, run_dir, rollouts))
     callbacks += extra_callbacks or []
     from empo2.sharding import build_strategy
 
@@ -269,9 +271,9 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
         seed_memory(Path(cfg.memory.init_from), run_dir)
     if cfg.ckpt_path == "last" and resume_epoch is not None:
         drop_checkpoints_after(run_dir / "checkpoints", resume_epoch)
-    trainer = build_trainer(cfg, run_dir, extra_callbacks, resume_epoch=resume_epoch)
-    module = EMPO2Module(cfg)
     datamodule = RolloutDataModule(cfg)
+    trainer = build_trainer(cfg, run_dir, datamodule, extra_callbacks, resume_epoch=resume_epoch)
+    module = EMPO2Module(cfg)
     try:
         with run_temp_dir(run_dir):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)

@@ -30,6 +30,15 @@ class LossTerms:
     """Largest ratio among unmasked tokens."""
 
 
+def token_mean_scale(counted_tokens: float, ranks_averaged: float = 1.0) -> float:
+    """EMPO2.md §6.2, token-mean aggregation: the factor that turns a micro-batch's loss *sum* into
+    its share of the mean over every counted token of the mini-batch, on all ranks together
+    (`counted_tokens`: response tokens not removed by low-probability masking, summed over ranks).
+    `ranks_averaged` undoes a strategy that averages gradients over ranks (FSDP: the world size),
+    so the summed gradient is that of one mean over the union of the ranks' tokens."""
+    return ranks_averaged / max(counted_tokens, 1)
+
+
 LossFn = Callable[..., LossTerms]
 LOSSES: Registry[LossFn] = Registry("policy loss")
 

@@ -177,15 +177,17 @@ def build_policy(model_cfg: Any, seed: int):
     return model
 
 
-def build_tiny(tokenizer_source: str, out_dir: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
-    """A random-weight Llama of the embedded model's architecture with its real tokenizer (tests, benches)."""
+def build_tiny(tokenizer_source: str, out_dir: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64,
+               tied: bool = True) -> Path:
+    """A random-weight Llama of the embedded model's architecture with its real tokenizer (tests, benches);
+    `tied=False` gives it a separate output layer, as larger models such as Qwen2.5-7B have."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = load_tokenizer(tokenizer_source)
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=tied,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
     torch.manual_seed(seed)

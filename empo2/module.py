@@ -18,7 +18,6 @@ import math
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import lightning as L
@@ -27,41 +26,12 @@ import torch
 from empo2 import distributed as D
 from empo2.checkpoint import read_checkpoint
 from empo2.config import Config
-from empo2.loss import KL_ESTIMATORS, LOSSES
+from empo2.loss import KL_ESTIMATORS, LOSSES, token_mean_scale
 from empo2.models import build_policy, load_tokenizer
 from empo2 import sharding
 from empo2.peak_memory import PeakMemory, out_of_memory_hint
 from empo2.token_batch import build_batch, build_span_batch, micro_batches, response_logprobs
 from empo2.training_rows import Segment, chain_groups
-
-
-@dataclass(frozen=True)
-class UpdatePrompts:
-    train: list[int]
-    """Prompt on which log π_θ is taken (the update's input)."""
-    old: list[int]
-    """Prompt on which log π_old is taken."""
-    masked: bool
-    """Low-probability masking (EMPO2.md §6.4) applies to this row."""
-    old_is_rollout: bool
-    """`old` is the rollout prompt itself."""
-
-
-def update_prompts(cfg: Config, mode: str, rollout_prompt: list[int], tipfree_prompt: list[int]) -> UpdatePrompts:
-    """The three EMPO² update modes (EMPO2.md §6.3), one branch each.
-
-    `rollout_prompt` is the prompt the action was sampled with (tips included in memory modes);
-    `tipfree_prompt` is the same conversation re-rendered without any tips."""
-    masked_everywhere = cfg.mask.level != "none" and cfg.mask.apply_to == "all"
-    if mode == "on_policy":  # no tips anywhere: plain GRPO
-        return UpdatePrompts(rollout_prompt, rollout_prompt, masked_everywhere, True)
-    if mode == "on_policy_memory":  # train exactly the tip-conditioned prompt that was sampled
-        return UpdatePrompts(rollout_prompt, rollout_prompt, masked_everywhere, True)
-    if mode == "off_policy":  # distil: train the tip-free prompt on actions sampled with tips
-        with_tips = cfg.offpolicy.old_logprob == "with_tips"
-        return UpdatePrompts(tipfree_prompt, rollout_prompt if with_tips else tipfree_prompt,
-                             cfg.mask.level != "none", with_tips)
-    raise ValueError(f"unknown EMPO² mode {mode!r}")
 
 
 class EMPO2Module(L.LightningModule):
@@ -240,7 +210,7 @@ class EMPO2Module(L.LightningModule):
         if total_tokens == 0:  # nothing to learn from anywhere: no step (weight decay included)
             return
         # FSDP averages gradients over ranks; the loss is a mean over all ranks already.
-        scale = sharding.grad_average_factor(self.policy) / max(total_tokens, 1)
+        scale = token_mean_scale(total_tokens, sharding.grad_average_factor(self.policy))
         chunks = self._micro_batches([len(seg.rows[-1].train_prompt) for seg in segments],
                                      [len(seg.rows[-1].response_ids) for seg in segments],
                                      multi_span=any(len(seg.rows) > 1 for seg in segments))

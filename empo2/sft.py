@@ -65,16 +65,14 @@ def demo_options(cfg: Config) -> list[tuple[str | None, dict[str, Any]]]:
 
 def collect(cfg: Config, tokenizer) -> Demonstrations:
     """Replay the configured demonstrations; refuse any instance evaluation plays."""
-    from empo2.envs import env_class
     from empo2.envs.pool import EnvPool
     from empo2.evaluate import eval_instances
 
-    cls = env_class(cfg.env.name, cfg.env.cls)
-    with EnvPool(cls, cfg.env.options, 1) as pool:
+    with EnvPool.from_config(cfg.env, max_size=1) as pool:
         evaluated = set(eval_instances(cfg, pool))
     demos = Demonstrations()
     for task, options in demo_options(cfg):
-        with EnvPool(cls, options, 1) as pool:
+        with EnvPool.from_config(cfg.env, max_size=1, options=options) as pool:
             env = pool.first()
             instances = env.instances(cfg.sft.split)[: cfg.sft.max_instances]
             if not instances:

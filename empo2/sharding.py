@@ -95,6 +95,11 @@ def shard_policy(policy: torch.nn.Module, strategy: Any, cfg: Any) -> torch.nn.M
             fully_shard(unit, mesh=mesh, mp_policy=mp, reshard_after_forward=cfg.sharding.reshard_after_forward)
         return policy
     if isinstance(strategy, FSDPStrategy):
+        refusal = fsdp1_refusal(policy, cfg.sharding.mixed_precision)
+        if refusal:
+            from empo2.config import ConfigError
+
+            raise ConfigError(refusal)
         from torch.distributed.fsdp import FullyShardedDataParallel, MixedPrecision, ShardingStrategy
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
@@ -110,6 +115,22 @@ def shard_policy(policy: torch.nn.Module, strategy: Any, cfg: Any) -> torch.nn.M
             limit_all_gathers=True,
         )
     return policy
+
+
+def fsdp1_refusal(policy: torch.nn.Module, mixed_precision: str) -> str | None:
+    """Why FSDP1 cannot train this policy, or None. LoRA on a model whose output layer shares the
+    input embedding (`tie_word_embeddings`), computed in float32: FSDP1's `use_orig_params` path (which
+    LoRA needs, frozen and trainable weights sharing flat parameters) fails an internal assertion on
+    the shared weight at the first reshard after a forward (measured on one H100/H200, PyTorch 2.11).
+    The same policy under bf16 compute, full fine-tuning, or an untied model ran."""
+    config = getattr(unwrapped(policy), "config", None)
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    lora = any(p.requires_grad for p in policy.parameters()) and not all(p.requires_grad for p in policy.parameters())
+    if lora and tied and mixed_precision == "none":
+        return ("trainer.strategy=fsdp with LoRA on a model with tied input/output embeddings needs "
+                "sharding.mixed_precision=bf16: in float32, PyTorch's FSDP1 fails on the shared weight; "
+                "or use trainer.strategy=fsdp2")
+    return None
 
 
 def is_fsdp1(policy: torch.nn.Module) -> bool:
@@ -156,10 +177,10 @@ def gathered_weights(policy: torch.nn.Module, trainable_only: bool) -> dict[str,
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True))
-        if trainable_only:
-            keep = {clean_parameter_name(n) for n, p in policy.named_parameters() if p.requires_grad}
-            state = {k: v for k, v in state.items() if k in keep}
-        return state
+        # The state dict also names a tied weight's second home (`lm_head.weight` beside the input
+        # embedding) and buffers; keep what `named_parameters` names, as the unsharded branch does.
+        keep = {clean_parameter_name(n) for n, p in policy.named_parameters() if p.requires_grad or not trainable_only}
+        return {k: v for k, v in state.items() if k in keep}
     return {
         name: p.full_tensor() if isinstance(p, DTensor) else p.detach()
         for name, p in policy.named_parameters() if p.requires_grad or not trainable_only

@@ -24,6 +24,8 @@ from typing import Sequence
 
 import torch
 
+from empo2.modes import Mode
+
 
 @dataclass
 class TrainingRow:
@@ -31,7 +33,7 @@ class TrainingRow:
 
     episode: str
     """Uid of the episode the step belongs to."""
-    mode: str
+    mode: Mode
     """EMPO² mode of the episode (EMPO2.md §2)."""
     rollout_prompt: list[int]
     """The prompt the engine sampled the response with (tips included in memory modes)."""
@@ -67,7 +69,7 @@ class TrainingRow:
                   episode: str = "") -> "TrainingRow":
         """A row trained on the prompt it was sampled with (no tips, no masking), as tests and
         benchmarks build them."""
-        return cls(episode=episode, mode="on_policy", rollout_prompt=prompt, train_prompt=prompt, old_prompt=prompt,
+        return cls(episode=episode, mode=Mode.ON_POLICY, rollout_prompt=prompt, train_prompt=prompt, old_prompt=prompt,
                    tipfree_prompt=prompt, response_ids=response, engine_logprobs=[0.0] * len(response),
                    advantage=advantage, masked=False, old_on_rollout_prompt=True,
                    keep=list(keep) if keep is not None else [1.0] * len(response))

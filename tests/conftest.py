@@ -112,15 +112,23 @@ def tiny_overrides(model_dir: str, out_dir: Path, name: str = "t", **extra) -> l
     return [f"{k}={v}" for k, v in base.items()]
 
 
+def child_env(*paths: Path) -> dict[str, str]:
+    """The environment of a child Python process: one thread, the repository (and `paths`) first on
+    its import path, ahead of whatever PYTHONPATH this process was given."""
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(root), *map(str, paths), *inherited]))
+
+
 def fit_processes(overrides: list[str], timeout: int = 900) -> None:
     """`python -m empo2.fit` in a child process (Lightning launches the other ranks from it)."""
-    import os
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
-    proc = subprocess.run([sys.executable, "-m", "empo2.fit", *overrides], cwd=root, env=env,
+    proc = subprocess.run([sys.executable, "-m", "empo2.fit", *overrides], cwd=root, env=child_env(),
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

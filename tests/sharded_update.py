@@ -1,13 +1,15 @@
 """Helper process for test_sharding.py: the real module's update on fixed rows under a strategy.
 
-    python tests/sharded_update.py OUT_FILE STRATEGY DEVICES MODEL_DIR LORA [MICRO_ROWS MICRO_TOKENS]
+    python tests/sharded_update.py OUT_FILE STRATEGY DEVICES MODEL_DIR LORA [MICRO_ROWS MICRO_TOKENS [ACCELERATOR]]
 
 Two iterations of two optimizer steps each on rows that depend only on the iteration: every step
 takes 8 rows, which one process trains alone or two processes share unevenly (5 and 3 rows, so
 their micro-batch counts differ and the lock-step padding runs). Old log-probs come from the
 module's own `compute_logprobs` on each rank's rows (sharded forwards of unequal counts too).
 Micro-batches default to 2 rows each; MICRO_ROWS / MICRO_TOKENS set the row cap and the token budget
-(`optim.max_tokens_per_micro_batch`; rows here have at most 38 tokens).
+(`optim.max_tokens_per_micro_batch`; rows here have at most 38 tokens). ACCELERATOR defaults to
+`gpu` under fsdp (FSDP1 runs on GPUs only) and `cpu` otherwise; the GPU suite passes `gpu` to its
+one-process reference so both sides run the same kernels.
 Rank 0 saves the gathered full weights to OUT_FILE; Lightning re-launches this same command for
 the other ranks.
 
@@ -71,17 +73,19 @@ class SGDModule(EMPO2Module):
         return torch.optim.SGD(self.trainable_parameters(), lr=self.cfg.optim.lr)
 
 
-def main(out: str, strategy: str, devices: str, model_dir: str, lora: str, rows: str = "2", tokens: str = "1000") -> None:
+def main(out: str, strategy: str, devices: str, model_dir: str, lora: str, rows: str = "2", tokens: str = "1000",
+         accelerator: str = "") -> None:
+    accelerator = accelerator or ("gpu" if strategy == "fsdp" else "cpu")
     cfg = load_config(None, [
         f"model.name_or_path={model_dir}", f"model.lora.enabled={lora}", "model.lora.r=4",
         f"optim.lr={LR}", f"optim.micro_batch_size={rows}", f"optim.max_tokens_per_micro_batch={tokens}", "optim.grad_clip=0",
         "rollout.max_prompt_tokens=30", "rollout.max_new_tokens=8",
         f"trainer.strategy={strategy}", f"trainer.devices={devices}",
-        f"trainer.accelerator={'gpu' if strategy == 'fsdp' else 'cpu'}",
+        f"trainer.accelerator={accelerator}",
     ])
     torch.manual_seed(0)
     trainer = L.Trainer(
-        accelerator="gpu" if strategy == "fsdp" else "cpu", devices=int(devices), strategy=build_strategy(cfg), max_epochs=2, logger=False,
+        accelerator=accelerator, devices=int(devices), strategy=build_strategy(cfg), max_epochs=2, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1,
     )
@@ -93,4 +97,4 @@ def main(out: str, strategy: str, devices: str, model_dir: str, lora: str, rows:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:8])
+    main(*sys.argv[1:9])

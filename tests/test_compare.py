@@ -100,3 +100,31 @@ def test_compare_continues_where_it_stopped(warm_model, tmp_path):
     assert main([*over, "compare.seeds=[0,1]", "optim.lr=0.5"]) == 2
     with (out / "results.csv").open() as fh:
         assert list(csv.DictReader(fh)) == after
+
+
+def test_a_stopped_training_cell_continues_from_its_checkpoint(warm_model, tmp_path):
+    """A grpo cell whose first iteration finished (checkpoint written) before the harness stopped is
+    continued, not started over: iteration 0's logged row and saved episodes are the ones from before."""
+    from empo2.compare import method_config
+    from empo2.fit import fit
+
+    over = tiny_overrides(warm_model, tmp_path, name="cmp", **{
+        "eval.episodes_per_instance": 1, "eval.max_instances": 2, "compare.methods": "[grpo]", "compare.seeds": "[0]",
+        "compare.warm_start": False, "checkpoint.every_n_iterations": 1})
+    cell = method_config(load_config(None, over), "grpo", None, 0)
+    cell.trainer["max_epochs"] = 1  # the harness "stopped" after one of two iterations
+    cell.run_dir.mkdir(parents=True)
+    fit(cell)
+    first = sorted((cell.run_dir / "trajectories").glob("iter_*.jsonl"))
+    stamps = [f.stat().st_mtime_ns for f in first]
+    with (cell.run_dir / "logs" / "metrics.csv").open() as fh:
+        row0 = list(csv.DictReader(fh))
+    assert len(row0) == 1
+
+    assert main(over) == 0
+    with (cell.run_dir / "logs" / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 and {k: rows[0].get(k) for k in row0[0]} == row0[0]
+    assert [f.stat().st_mtime_ns for f in first] == stamps
+    with (tmp_path / "cmp" / "compare" / "results.csv").open() as fh:
+        assert [(r["method"], r["seed"]) for r in csv.DictReader(fh)] == [("grpo", "0")]

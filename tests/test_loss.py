@@ -81,3 +81,13 @@ def test_kl_estimators_by_hand():
     # k3 = e^d − d − 1: e^−1 = 0.367879, e − 2 = 0.718282, 0, and e^20 − 21 clamped to 10
     k3 = KL_ESTIMATORS.get("low_var_kl")(logp, ref)
     assert torch.allclose(k3, torch.tensor([0.367879, 0.718282, 0.0, 10.0]), atol=1e-6)
+
+
+def test_token_mean_scale_by_hand():
+    from empo2.loss import token_mean_scale
+
+    # Two micro-batches with loss sums 3 and 5 over 2 + 6 counted tokens: the token mean is 8 / 8 = 1.
+    scale = token_mean_scale(8)
+    assert 3 * scale + 5 * scale == 1.0 and scale == 0.125
+    assert token_mean_scale(8, ranks_averaged=2) == 0.25  # FSDP over 2 ranks averages: twice the share
+    assert token_mean_scale(0) == 1.0  # no counted token: nothing is divided by zero

@@ -16,7 +16,7 @@ from empo2.config import load_config
 from empo2.fit import fit
 from empo2.preemption import Preempted, PreemptionGuard
 
-from conftest import tiny_overrides
+from conftest import child_env, tiny_overrides
 from test_fit import read_metrics, stable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +57,7 @@ def assert_resume_equals(straight_run: Path, warm_model, out: Path, name: str) -
 @pytest.mark.slow
 def test_sigterm_during_rollout(warm_model, straight, tmp_path):
     stamp = tmp_path / "signalled_at"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
-               EMPO2_TEST_SIGTERM_AT_RESET=str(EPISODES_PER_ITERATION + 3),  # iteration 1, fourth episode
+    env = dict(child_env(ROOT / "tests"), EMPO2_TEST_SIGTERM_AT_RESET=str(EPISODES_PER_ITERATION + 3),  # iteration 1, fourth episode
                EMPO2_TEST_SIGNAL_STAMP=str(stamp))
     proc = subprocess.run([sys.executable, "-m", "empo2.fit", *tiny_overrides(warm_model, tmp_path, name="cut", **OVER)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

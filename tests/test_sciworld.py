@@ -205,13 +205,13 @@ def test_pool_ends_its_jvms_on_close_and_when_dropped(tmp_path):
 
 @pytest.mark.slow
 def test_a_failed_fit_leaves_no_jvm(tiny_model, tmp_path):
-    import lightning as L
     from conftest import tiny_overrides
 
     from empo2.fit import fit
+    from empo2.iteration_hooks import IterationCallback
 
-    class Explodes(L.Callback):
-        def on_rollout_end(self, trainer, pl_module, episodes):
+    class Explodes(IterationCallback):
+        def on_rollout_end(self, ctx, episodes):
             raise RuntimeError("boom after the rollout")
 
     before = java_children()

@@ -1,11 +1,11 @@
 """Sharded strategies: presets and config errors, FSDP2 updates equal to one process, FSDP2 runs with
-exact resume and once-written memory, adapters checkpointed whole; FSDP1 where a GPU exists.
+exact resume and once-written memory, adapters checkpointed whole. FSDP1 is in the GPU suite
+(test_gpu.py).
 
 The FSDP2 runs use two CPU processes (gloo) through Lightning's ModelParallelStrategy; FSDP1
-(`trainer.strategy=fsdp`) runs on GPUs only, so its test is skipped without CUDA.
+(`trainer.strategy=fsdp`) runs on GPUs only.
 """
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +19,7 @@ from empo2.models import build_policy
 from empo2.module import EMPO2Module
 from empo2.sharding import FSDP2Strategy, build_strategy
 
-from conftest import assert_memory_written_once, fit_processes, tiny_overrides
+from conftest import assert_memory_written_once, child_env, fit_processes, tiny_overrides
 from test_ddp import MEMORY_EVERY_ITERATION, rank_episodes
 from test_fit import read_metrics, stable
 
@@ -54,12 +54,13 @@ def test_strategy_config_errors():
         load_config(None, ["sharding.mixed_precision=fp8"])
 
 
-def sharded_update(tmp_path, strategy: str, devices: int, model: str, lora: bool, micro: tuple[int, int] = (2, 1000)) -> dict:
-    out = tmp_path / f"{strategy}-{devices}-{lora}-{micro[0]}-{micro[1]}.pt"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+def sharded_update(tmp_path, strategy: str, devices: int, model: str, lora: bool, micro: tuple[int, int] = (2, 1000),
+                   accelerator: str = "") -> dict:
+    out = tmp_path / f"{strategy}-{devices}-{lora}-{micro[0]}-{micro[1]}{accelerator}.pt"
+    env = child_env()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "sharded_update.py"), str(out), strategy, str(devices), model, str(lora),
-         *map(str, micro)],
+         *map(str, micro), accelerator],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -153,11 +154,21 @@ def test_fsdp2_lora_adapters_saved_whole(warm_model, tmp_path):
     assert all(torch.equal(loaded[k], saved[k]) for k in adapters)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="FSDP1 (trainer.strategy=fsdp) runs on GPUs only")
-def test_fsdp1_update_equals_one_process(tiny_model, tmp_path):
-    cfg = load_config(None, [f"model.name_or_path={tiny_model}", "model.lora.r=4"])
-    base = {k: v.detach().clone() for k, v in build_policy(cfg.model, cfg.seed).named_parameters()}
-    devices = min(torch.cuda.device_count(), 2)
-    sharded = sharded_update(tmp_path, "fsdp", devices, tiny_model, True)
-    single = sharded_update(tmp_path, "auto", 1, tiny_model, True)
-    assert_same_update(sharded, single, base)
+def test_fsdp1_refuses_lora_on_tied_embeddings_in_float32(tiny_model, tmp_path):
+    """The one FSDP1 shape measured to fail on a GPU is refused with the fix in the message; the
+    shapes that ran are let through."""
+    from empo2.models import build_tiny
+    from empo2.sharding import fsdp1_refusal
+
+    untied = build_tiny(tiny_model, tmp_path / "untied", tied=False)
+
+    def policy(model, lora):
+        cfg = load_config(None, [f"model.name_or_path={model}", f"model.lora.enabled={lora}", "model.lora.r=4"])
+        return build_policy(cfg.model, cfg.seed)
+
+    tied_lora = policy(tiny_model, True)
+    assert "sharding.mixed_precision=bf16" in fsdp1_refusal(tied_lora, "none")
+    assert fsdp1_refusal(tied_lora, "bf16") is None
+    assert fsdp1_refusal(policy(tiny_model, False), "none") is None
+    assert fsdp1_refusal(policy(untied, True), "none") is None
+    assert fsdp1_refusal(policy(tiny_model, False).requires_grad_(False), "none") is None  # a frozen reference

@@ -34,6 +34,15 @@ class EnvPool:
         self.envs: list[TextEnv] = []
         self._finalizer = weakref.finalize(self, _close_all, self.envs)
 
+    @classmethod
+    def from_config(cls, env: Any, max_size: int | None = None, options: dict[str, Any] | None = None) -> "EnvPool":
+        """The pool of the `env.*` config section: its environment class, `env.options` (or `options`)
+        and `env.pool_size` (or `max_size`)."""
+        from empo2.envs.base import env_class
+
+        return cls(env_class(env.name, env.cls), env.options if options is None else options,
+                   env.pool_size if max_size is None else max_size)
+
     def _new(self) -> TextEnv:
         try:
             return self.cls(**self.options)

@@ -25,7 +25,6 @@ import importlib
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-from thefuzz import fuzz
 
 from empo2.envs.webshop.catalog import Product
 from empo2.envs.webshop.goals import Goal
@@ -56,6 +55,8 @@ def normalise_colour(text: str) -> str:
 
 def similar(a: str, b: str) -> bool:
     """thefuzz token-set ratio above the threshold (it lower-cases and strips punctuation)."""
+    from thefuzz import fuzz  # imported here: registering the built-in environments needs no WebShop packages
+
     return fuzz.token_set_ratio(a, b) > FUZZY_THRESHOLD
 
 
