@@ -18,15 +18,14 @@ is moved aside (`.1`, `.2`, ...), never reused: its memory would leak into itera
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
-import sys
 from pathlib import Path
 from typing import Any
 
 from datamodules import RolloutDataModule
-from empo2.config import Config, ConfigError, check_values, load_config, to_yaml
+from empo2.cli import Command, run_command
+from empo2.config import Config, ConfigError, to_yaml, validate
 from empo2.modes import Mode
 from empo2.module import EMPO2Module
 
@@ -91,7 +90,7 @@ def adaptation_config(cfg: Config) -> Config:
     out.out_dir = str(cfg.run_dir / "adapt")
     out.name = f"{a.target_task or 'same-task'}-seed{cfg.seed}"
     out.trainer = {**cfg.trainer, "max_epochs": a.iterations}
-    check_values(out)
+    validate(out)
     return out
 
 
@@ -108,7 +107,8 @@ def fresh_dir(path: Path) -> Path:
 
 def adapt(cfg: Config) -> tuple[list[dict[str, float]], Path, FrozenPolicy]:
     """Run the adaptation; return its per-iteration rows, its folder, and the (unchanged) policy."""
-    from empo2.fit import build_trainer, resolve_ckpt, write_pictures
+    from empo2.checkpoint import resolve_ckpt
+    from empo2.fit import build_trainer, write_pictures
     from empo2.plots import adaptation_curve, iteration_rows, read_rows
 
     ckpt = resolve_ckpt(cfg)
@@ -164,26 +164,24 @@ def parse_overrides(items: list[str]) -> list[str]:
     return [f"adapt.{item}" if item.startswith("target_task=") else item for item in items]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m empo2.adapt", description="Adapt a policy to a new task with memory only.")
-    parser.add_argument("--config", action="append", help="the YAML file(s) the policy was trained with")
-    parser.add_argument("overrides", nargs="*", help="ckpt_path=last|PATH target_task=TASK adapt.iterations=K ...")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, parse_overrides(args.overrides))
-        rows, run_dir, _ = adapt(cfg)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    if rows:
-        print(f"adaptation folder: {run_dir}")
-        for r in rows:
-            print(f"iteration {r['iteration']:>2}  {'memory   ' if r['memory'] else 'no memory'}  "
-                  f"return {r['return']:8.2f}  success {r['success_rate']:.2f}  memory entries {r['memory_entries']:.0f}  "
-                  f"tips per retrieval {r['tips_per_retrieval']:.2f}")
-        print(summary_line(rows))
-    return 0
+COMMAND = Command("empo2.adapt", "Adapt a policy to a new task with memory only.",
+                  config_help="the YAML file(s) the policy was trained with",
+                  overrides_help="ckpt_path=last|PATH target_task=TASK adapt.iterations=K ...")
 
+
+def main(argv: list[str] | None = None) -> int:
+    def run(cfg: Config) -> int:
+        rows, run_dir, _ = adapt(cfg)
+        if rows:
+            print(f"adaptation folder: {run_dir}")
+            for r in rows:
+                print(f"iteration {r['iteration']:>2}  {'memory   ' if r['memory'] else 'no memory'}  "
+                      f"return {r['return']:8.2f}  success {r['success_rate']:.2f}  memory entries {r['memory_entries']:.0f}  "
+                      f"tips per retrieval {r['tips_per_retrieval']:.2f}")
+            print(summary_line(rows))
+        return 0
+
+    return run_command(COMMAND, argv, run, rewrite=parse_overrides)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -12,11 +12,18 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from empo2.config_error import ConfigError
+
+if TYPE_CHECKING:
+    from empo2.config import Config
+
 META_FILE = "meta.pt"
+DATAMODULE_STATE = "RolloutDataModule"
+"""Where Lightning keeps the rollout datamodule's state in a checkpoint (the class's qualified name)."""
 
 
 def is_sharded_checkpoint(path: str | Path) -> bool:
@@ -54,3 +61,28 @@ def _load(path: Path, mmap: bool) -> Any:
             f"ckpt_path: {path} is not a readable checkpoint ({reason}: truncated, or not written by empo2); "
             f"point ckpt_path at another checkpoint (e.g. an iter_XXXXX.ckpt beside it)"
         ) from None
+
+
+def resolve_ckpt(cfg: "Config") -> str | None:
+    """The checkpoint `ckpt_path` names (`last`: the run's last.ckpt), or None; a missing one is a
+    ConfigError naming the path."""
+    if cfg.ckpt_path is None:
+        return None
+    path = cfg.run_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if not exists(path):
+        raise ConfigError(f"ckpt_path: no checkpoint at {path}")
+    return str(path)
+
+
+def checkpoint_epoch(path: str | None) -> int | None:
+    """The iteration a checkpoint resumes at (memory-mapped read: no copy of the weights)."""
+    if path is None:
+        return None
+    try:
+        ckpt = read_checkpoint(path, weights=False)
+    except ValueError as err:  # missing, truncated or foreign file: one line, before any model loads
+        raise ConfigError(str(err)) from None
+    state = ckpt.get(DATAMODULE_STATE)
+    if state is None:
+        raise ConfigError(f"ckpt_path: {path} was not written by empo2 (no {DATAMODULE_STATE} state)")
+    return int(state["next_iteration"])

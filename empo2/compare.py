@@ -34,16 +34,15 @@ experiments.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
-from empo2.config import Config, ConfigError, check_values, load_config, to_dict, to_yaml
+from empo2.cli import Command, run_command
+from empo2.config import Config, ConfigError, load_config, to_dict, to_yaml, validate
 
 MEAN = "mean over tasks"
 PLAIN_RL = {"grpo": "grpo", "gigpo": "gigpo", "hgpo": "hgpo"}
@@ -77,7 +76,7 @@ def method_config(cfg: Config, method: str, task: str | None, seed: int, warm: P
         out.memory.enabled = False
         out.intrinsic.kind = "none"
         out.algo.advantage = PLAIN_RL[method]
-    check_values(out)
+    validate(out)
     return out
 
 
@@ -283,27 +282,25 @@ def compare(cfg: Config) -> tuple[list[dict], Path]:
     return results, summary
 
 
+COMMAND = Command("empo2.compare", "Run baselines and EMPO² in one harness.",
+                  config_help="YAML file(s): the EMPO² run every method derives from",
+                  overrides_help="compare.seeds=[0,1] compare.tasks=[...] compare.methods=[...] ...")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m empo2.compare", description="Run baselines and EMPO² in one harness.")
-    parser.add_argument("--config", action="append", help="YAML file(s): the EMPO² run every method derives from")
-    parser.add_argument("overrides", nargs="*", help="compare.seeds=[0,1] compare.tasks=[...] compare.methods=[...] ...")
-    args = parser.parse_args(argv)
-    from empo2.preemption import run_guarded
+    def run(cfg: Config) -> int:
+        from empo2.preemption import run_guarded
 
-    command = "python -m empo2.compare " + " ".join(sys.argv[1:] if argv is None else argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
+        command = COMMAND.command_line(argv)
         result, code = run_guarded(lambda: compare(cfg), lambda stop: f"finished cells are kept; continue with: {command}")
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    if code:
-        return code
-    _, summary = result
-    print(summary.read_text())
-    print(f"written to {summary.parent}")
-    return 0
+        if code:
+            return code
+        _, summary = result
+        print(summary.read_text())
+        print(f"written to {summary.parent}")
+        return 0
 
+    return run_command(COMMAND, argv, run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

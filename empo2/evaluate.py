@@ -16,16 +16,16 @@ as CSV and Markdown under `<run>/eval/`.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import random
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from empo2 import distributed as D
-from empo2.config import Config, ConfigError, load_config
+from empo2.checkpoint import resolve_ckpt
+from empo2.cli import Command, run_command
+from empo2.config import Config
 from empo2.engines import RolloutEngine, SamplingParams
 from empo2.envs import EnvPool
 from empo2.episode import Episode, write_jsonl
@@ -134,7 +134,6 @@ def table_metrics(rows: list[TaskScore], prefix: str = "val") -> dict[str, float
 def evaluate(cfg: Config) -> tuple[list[TaskScore], Path]:
     """Build the policy (from `ckpt_path` if given), evaluate, write the table; return it and its path."""
     from empo2.engines import build_engine
-    from empo2.fit import resolve_ckpt
     from empo2.module import EMPO2Module
 
     ckpt = resolve_ckpt(cfg)
@@ -158,21 +157,20 @@ def evaluate(cfg: Config) -> tuple[list[TaskScore], Path]:
     return rows, out_dir / f"{stem}.md"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m empo2.evaluate", description="Evaluate a policy on the test split.")
-    parser.add_argument("--config", action="append", help="the YAML file(s) the run was trained with")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. ckpt_path=last eval.episodes_per_instance=2")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        rows, md_path = evaluate(cfg)
-    except (ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(md_path.read_text(), end="")
-    print(f"written: {md_path} and {md_path.with_suffix('.csv')}")
-    return 0
+COMMAND = Command("empo2.evaluate", "Evaluate a policy on the test split.",
+                  config_help="the YAML file(s) the run was trained with",
+                  overrides_help="key=value overrides, e.g. ckpt_path=last eval.episodes_per_instance=2",
+                  errors=(ValueError,))
 
+
+def main(argv: list[str] | None = None) -> int:
+    def run(cfg: Config) -> int:
+        rows, md_path = evaluate(cfg)
+        print(md_path.read_text(), end="")
+        print(f"written: {md_path} and {md_path.with_suffix('.csv')}")
+        return 0
+
+    return run_command(COMMAND, argv, run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

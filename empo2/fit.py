@@ -20,22 +20,14 @@ built upon. A resume may change only what its checkpoint can follow (`empo2.resu
 
 from __future__ import annotations
 
-import argparse
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from empo2.config import Config, ConfigError, load_config, to_dict, to_yaml
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m empo2.fit", description="Train an LLM agent with EMPO².")
-    parser.add_argument("--config", action="append", help="YAML file (keys as in the README's config "
-                        "reference); repeat to layer presets, e.g. --config conf/strategy/fsdp2.yaml")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_epochs=5")
-    return parser.parse_args(argv)
+from empo2.checkpoint import checkpoint_epoch, resolve_ckpt
+from empo2.cli import Command, run_command
+from empo2.config import Config, ConfigError, to_dict, to_yaml
 
 
 def launcher_rank() -> int:
@@ -136,17 +128,6 @@ def drop_checkpoints_after(folder: Path, resume_epoch: int) -> list[Path]:
     return dropped
 
 
-def resolve_ckpt(cfg: Config) -> str | None:
-    if cfg.ckpt_path is None:
-        return None
-    from empo2.checkpoint import exists
-
-    path = cfg.run_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
-    if not exists(path):
-        raise ConfigError(f"ckpt_path: no checkpoint at {path}")
-    return str(path)
-
-
 def announce_resume_changes(cfg: Config) -> None:
     """Compare the resumed run's `config.yaml` with this config: refuse what the checkpoint cannot
     follow, say in one line what applies from now on (`empo2.resume_changes`)."""
@@ -165,23 +146,6 @@ def announce_resume_changes(cfg: Config) -> None:
     applied = check_resume_changes(saved, to_dict(cfg), str(saved_path))  # type: ignore[arg-type]
     if applied and launcher_rank() == 0:
         print(f"resume: applying changed {'; '.join(applied)}", file=sys.stderr)
-
-
-def checkpoint_epoch(path: str | None) -> int | None:
-    """The iteration a checkpoint resumes at (memory-mapped read: no copy of the weights)."""
-    if path is None:
-        return None
-    from datamodules import RolloutDataModule
-    from empo2.checkpoint import read_checkpoint
-
-    try:
-        ckpt = read_checkpoint(path, weights=False)
-    except ValueError as err:  # missing, truncated or foreign file: one line, before any model loads
-        raise ConfigError(str(err)) from None
-    state = ckpt.get(RolloutDataModule.__qualname__)
-    if state is None:
-        raise ConfigError(f"ckpt_path: {path} was not written by empo2 (no {RolloutDataModule.__qualname__} state)")
-    return int(state["next_iteration"])
 
 
 def build_loggers(cfg: Config, run_dir: Path, resume_epoch: int | None = None) -> list[Any]:
@@ -295,30 +259,27 @@ def write_pictures(run_dir: Path, title: str) -> None:
     write_viewer(run_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    if args.print_config:
-        print(to_yaml(cfg), end="")
-        return 0
-    from empo2.preemption import resume_hint, run_guarded
+COMMAND = Command(
+    "empo2.fit", "Train an LLM agent with EMPO².",
+    config_help="YAML file (keys as in the README's config reference); repeat to layer presets, "
+                "e.g. --config conf/strategy/fsdp2.yaml",
+)
 
-    command = "python -m empo2.fit " + " ".join(sys.argv[1:] if argv is None else argv)
-    try:
+
+def main(argv: list[str] | None = None) -> int:
+    def train(cfg: Config) -> int:
+        from empo2.preemption import resume_hint, run_guarded
+
+        command = COMMAND.command_line(argv)
         trainer, code = run_guarded(lambda: fit(cfg), lambda stop: resume_hint(cfg.run_dir, command))
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    if code:
-        return code
-    metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if not k.startswith("time/")}
-    print(f"run directory: {cfg.run_dir}")
-    print({k: metrics[k] for k in sorted(metrics) if k.startswith(("rollout/return", "rollout/success", "train/loss"))})
-    return 0
+        if code:
+            return code
+        metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if not k.startswith("time/")}
+        print(f"run directory: {cfg.run_dir}")
+        print({k: metrics[k] for k in sorted(metrics) if k.startswith(("rollout/return", "rollout/success", "train/loss"))})
+        return 0
+
+    return run_command(COMMAND, argv, train)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
+from empo2.config_error import ConfigError
+
 T = TypeVar("T")
 
 
@@ -33,8 +35,6 @@ class Registry(Generic[T]):
     def check(self, key: str, name: str) -> None:
         """Raise a ConfigError naming `key` when `name` is not registered."""
         if name not in self._items:
-            from empo2.config import ConfigError
-
             raise ConfigError(f"{key}: unknown {self.kind} {name!r}; registered: {', '.join(sorted(self._items))}")
 
     def names(self) -> list[str]:

@@ -20,12 +20,10 @@ that `model.init_from=<run>/policy` starts `fit`, `evaluate`, `adapt` and `compa
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
 import shutil
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from empo2.config import Config, ConfigError, load_config, to_yaml
+from empo2.cli import Command, run_command
+from empo2.config import Config, ConfigError, to_yaml
 from empo2.demonstrations import Demonstrations, DemoSource, replay
 from empo2.models import build_policy, load_tokenizer
 from empo2.token_batch import build_batch, response_logprobs
@@ -220,22 +219,17 @@ def sft(cfg: Config) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m empo2.sft", description="Warm-start a policy on demonstrations.")
-    parser.add_argument("--config", action="append", help="YAML file(s), as for fit")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sft.epochs=2 sft.tasks=[find-here]")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        sft(cfg)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, NotImplementedError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+COMMAND = Command("empo2.sft", "Warm-start a policy on demonstrations.", config_help="YAML file(s), as for fit",
+                  overrides_help="key=value overrides, e.g. sft.epochs=2 sft.tasks=[find-here]",
+                  errors=(ValueError, NotImplementedError))
 
+
+def main(argv: list[str] | None = None) -> int:
+    def run(cfg: Config) -> int:
+        sft(cfg)
+        return 0
+
+    return run_command(COMMAND, argv, run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

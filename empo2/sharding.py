@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
 from empo2 import distributed as D
+from empo2.config_error import ConfigError
 
 SHARDED_STRATEGIES = ("fsdp", "fsdp2")
 _COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -54,8 +55,6 @@ def build_strategy(cfg: Any) -> Any:
         return FSDP2Strategy(save_distributed_checkpoint=sharded_checkpoint(cfg))
     if name == "fsdp":
         if not torch.cuda.is_available():  # checked here, not in the config: a login node may lack GPUs
-            from empo2.config import ConfigError
-
             raise ConfigError("trainer.strategy: fsdp (FSDP1) runs on GPUs only and none is visible; use fsdp2")
         return FSDPStrategy(state_dict_type="sharded" if sharded_checkpoint(cfg) else "full")
     return cfg.trainer.get("strategy", "auto")
@@ -97,8 +96,6 @@ def shard_policy(policy: torch.nn.Module, strategy: Any, cfg: Any) -> torch.nn.M
     if isinstance(strategy, FSDPStrategy):
         refusal = fsdp1_refusal(policy, cfg.sharding.mixed_precision)
         if refusal:
-            from empo2.config import ConfigError
-
             raise ConfigError(refusal)
         from torch.distributed.fsdp import FullyShardedDataParallel, MixedPrecision, ShardingStrategy
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy

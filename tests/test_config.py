@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from empo2.config import Config, ConfigError, field_docs, load_config, reference_markdown, to_yaml
+from empo2.config import Config, ConfigError, load_config, to_yaml
+from empo2.config_reference import field_docs, reference_markdown
 from empo2.fit import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def test_every_field_is_documented():
 
 def test_readme_reference_matches_schema():
     readme = (ROOT / "README.md").read_text()
-    assert reference_markdown() in readme, "regenerate with: python -m empo2.config --update-readme"
+    assert reference_markdown() in readme, "regenerate with: python -m empo2.config_reference --update-readme"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "conf").glob("*.yaml")))

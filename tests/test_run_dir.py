@@ -60,3 +60,10 @@ def test_checkpoints_after_the_resumed_iteration_are_dropped(tmp_path):
     dropped = drop_checkpoints_after(tmp_path, 3)
     assert sorted(p.name for p in dropped) == ["iter_00003.ckpt", "iter_00004"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_00001.ckpt", "iter_00002.ckpt", "last.ckpt"]
+
+
+def test_the_checkpoint_reader_looks_where_lightning_keeps_the_datamodule_state():
+    from datamodules import RolloutDataModule
+    from empo2.checkpoint import DATAMODULE_STATE
+
+    assert RolloutDataModule.__qualname__ == DATAMODULE_STATE
