@@ -86,3 +86,16 @@ def checkpoint_epoch(path: str | None) -> int | None:
     if state is None:
         raise ConfigError(f"ckpt_path: {path} was not written by empo2 (no {DATAMODULE_STATE} state)")
     return int(state["next_iteration"])
+
+
+def saved_store_versions(path: str) -> dict[str, int]:
+    """The LanceDB versions (tip memory, novelty table) a checkpoint restores on resume, by the
+    callback state that holds them; empty when the run kept no store."""
+    ckpt = read_checkpoint(path, weights=False)
+    out: dict[str, int] = {}
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        for name, value in (state.items() if isinstance(state, dict) else ()):
+            if name.endswith("version") and isinstance(value, int):
+                out[f"{key}.{name}"] = value
+    return out
+

@@ -25,7 +25,8 @@ class Command:
     config_help: str = "YAML file (keys as in the README's config reference); repeat to layer presets"
     overrides_help: str = "key=value overrides, e.g. trainer.max_epochs=5"
     errors: tuple[type[Exception], ...] = ()
-    """Errors besides ConfigError that the tool reports as one `error:` line (exit 2)."""
+    """Errors besides ConfigError and FileNotFoundError (a model, checkpoint or data file that is not
+    where the config says) that the tool reports as one `error:` line (exit 2)."""
 
     @property
     def prog(self) -> str:
@@ -61,6 +62,6 @@ def run_command(command: Command, argv: Sequence[str] | None, body: Callable[[Co
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    except command.errors as err:
+    except (FileNotFoundError, *command.errors) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -25,9 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from empo2.checkpoint import checkpoint_epoch, resolve_ckpt
+from empo2.checkpoint import checkpoint_epoch, resolve_ckpt, saved_store_versions
 from empo2.cli import Command, run_command
 from empo2.config import Config, ConfigError, to_dict, to_yaml
+from empo2.models import resolve
 
 
 def launcher_rank() -> int:
@@ -128,6 +129,20 @@ def drop_checkpoints_after(folder: Path, resume_epoch: int) -> list[Path]:
     return dropped
 
 
+def check_stores_present(cfg: Config, ckpt: str) -> None:
+    """A checkpoint that restores a memory version needs the run's memory folder: refuse a resume
+    without it in one line, before the model loads (LanceDB would fail deep inside setup)."""
+    from empo2.memory import memory_dir
+
+    folder = memory_dir(cfg.run_dir)
+    versions = saved_store_versions(ckpt)
+    if versions and not folder.is_dir():
+        raise ConfigError(
+            f"ckpt_path: {ckpt} restores the memory at version {max(versions.values())}, but {folder} is missing; "
+            f"put the folder back (from a copy of the run), or start a new run with another name=..."
+        )
+
+
 def announce_resume_changes(cfg: Config) -> None:
     """Compare the resumed run's `config.yaml` with this config: refuse what the checkpoint cannot
     follow, say in one line what applies from now on (`empo2.resume_changes`)."""
@@ -224,9 +239,12 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
     from datamodules import RolloutDataModule
     from empo2.module import EMPO2Module
 
+    resolve(cfg.model.name_or_path)  # a model that cannot load fails here, before the run dir is touched
+    resolve(cfg.model.weights)
     ckpt = resolve_ckpt(cfg)
     resume_epoch = checkpoint_epoch(ckpt)  # a missing or unreadable checkpoint fails here, before the run dir is touched
     if ckpt is not None:
+        check_stores_present(cfg, ckpt)
         announce_resume_changes(cfg)  # refused changes fail here too, before config.yaml is replaced
     elif cfg.memory.init_from and not Path(cfg.memory.init_from).is_dir():
         raise ConfigError(f"memory.init_from: {cfg.memory.init_from} is not a folder (point it at a run's memory/ folder)")

@@ -75,7 +75,15 @@ def resolve(name_or_path: str) -> str:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"model.name_or_path: {path} has no config.json")
         return str(path)
-    return name_or_path  # a hub id: loaded with local_files_only=True
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):  # runs never download
+        raise FileNotFoundError(
+            f"model.name_or_path: {name_or_path!r} is neither a folder nor in the local Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}); fetch it once where there is a network (`huggingface-cli download "
+            f"{name_or_path}`, with HF_HOME set as for this run) or give a local folder"
+        )
+    return name_or_path  # a cached hub id: loaded with local_files_only=True
 
 
 def prepare(name_or_path: str, force: bool = False) -> Path:

@@ -64,3 +64,47 @@ def test_fit_and_evaluate_refuse_a_bad_checkpoint_before_anything_loads(tmp_path
     assert not (tmp_path / "runs").exists()
     assert evaluate_main(args) != 0
     assert unreadable(bad) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, message", [
+    ("{num_rooms: -1}", "env.options.num_rooms: must be 1..9, got -1"),
+    ("{num_rooms: abc}", "env.options.num_rooms: an integer, got 'abc'"),
+    ("{max_turns: 0}", "env.options.max_turns: must be >= 1, got 0"),
+    ("{target_in_start_room: maybe}", "env.options.target_in_start_room: true or false, got 'maybe'"),
+])
+def test_bad_keyroom_option_values_are_config_errors(options, message):
+    """A bad value inside env.options is refused when the config loads, before any model does."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"env.options={options}"])
+    assert str(err.value) == message
+
+
+def test_a_hub_id_missing_from_the_local_cache_is_one_line_before_the_run_dir(tmp_path, capsys, monkeypatch):
+    from empo2.fit import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = main([f"out_dir={tmp_path}", "name=r", "model.name_or_path=someorg/not-a-cached-model"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: model.name_or_path: 'someorg/not-a-cached-model' is neither a folder nor in the local "
+                          "Hugging Face cache")
+    assert not (tmp_path / "r").exists()  # nothing left behind
+
+
+@pytest.mark.slow
+def test_resuming_without_the_memory_folder_is_one_line(warm_model, tmp_path):
+    """A run's memory/ deleted after a checkpoint: the resume is refused, naming the folder, before
+    the model loads (and the checkpoint is untouched)."""
+    import shutil
+
+    from conftest import tiny_overrides
+    from empo2.fit import fit
+
+    over = tiny_overrides(warm_model, tmp_path, name="m", **{"trainer.max_epochs": 1, "mode.p": 1.0})
+    fit(load_config(None, over))
+    run = tmp_path / "m"
+    shutil.rmtree(run / "memory")
+    last = (run / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(ConfigError, match=rf"^ckpt_path: .*restores the memory at version \d+, but {run / 'memory'} is missing"):
+        fit(load_config(None, [*over, "trainer.max_epochs=2", "ckpt_path=last"]))
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == last

@@ -46,7 +46,9 @@ class TextEnv(ABC):
 
     @abstractmethod
     def instances(self, split: str) -> list[str]:
-        """Instance ids of a split (`train` or `test`); an instance = task + variation."""
+        """Instance ids of a split (`train` or `test`); an instance = task + variation, written
+        `<task>/<variation>` (`task_of` splits at the first `/`). Tips are stored and retrieved per
+        instance, so memory helps only where instances repeat across iterations."""
 
     @abstractmethod
     def reset(self, instance: str) -> tuple[str, dict[str, Any]]:
@@ -60,6 +62,12 @@ class TextEnv(ABC):
     def max_turns(self, instance: str) -> int:
         """Turn cap for an instance (environments with per-task caps override)."""
         return self.default_max_turns
+
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        """Check `env.options` values without building anything; raise ValueError naming the option.
+        Runs when the config loads (before any model), after the options were bound to `__init__`'s
+        signature. Default: nothing beyond that binding."""
 
     @classmethod
     def retarget(cls, options: dict[str, Any], task: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ describes the same house. Train variations are 0..num_train−1, test ones follo
 
 from __future__ import annotations
 
+import inspect
 import random
 import re
 from typing import Any, ClassVar
@@ -56,18 +57,9 @@ class KeyRoomEnv(TextEnv):
         room_bonus: int = 50,
         failure_score: int = -100,
     ) -> None:
-        if not 1 <= num_rooms <= len(ROOMS):
-            raise ValueError(f"env.options.num_rooms: must be 1..{len(ROOMS)}, got {num_rooms}")
-        if objects_per_room < 1 or num_rooms * objects_per_room > len(OBJECTS):
-            raise ValueError(
-                f"env.options.objects_per_room: need 1..{len(OBJECTS) // num_rooms} for {num_rooms} rooms"
-            )
-        if not 0 <= room_bonus < 100:
-            raise ValueError(f"env.options.room_bonus: must be 0..99 (success scores 100), got {room_bonus}")
-        if failure_score > 0:
-            raise ValueError(f"env.options.failure_score: must be 0 or below, got {failure_score}")
-        if num_rooms == 1 and not target_in_start_room:
-            raise ValueError("env.options.target_in_start_room: must be true when num_rooms is 1")
+        self.check_options(num_rooms=num_rooms, objects_per_room=objects_per_room,
+                           target_in_start_room=target_in_start_room, num_train=num_train, num_test=num_test,
+                           max_turns=max_turns, room_bonus=room_bonus, failure_score=failure_score)
         self.num_rooms = num_rooms
         self.objects_per_room = objects_per_room
         self.target_in_start_room = target_in_start_room
@@ -80,6 +72,33 @@ class KeyRoomEnv(TextEnv):
         self._score = 0
         self._visited_target_room = False
         self._done = True
+
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        """The options' values, checked before anything is built (at config time and by the constructor)."""
+        sig = inspect.signature(KeyRoomEnv.__init__)  # KeyRoom's own options (a subclass may take more)
+        bound = sig.bind(None, **{k: v for k, v in options.items() if k in sig.parameters})
+        bound.apply_defaults()
+        o = bound.arguments
+        for key in ("num_rooms", "objects_per_room", "num_train", "num_test", "max_turns", "room_bonus", "failure_score"):
+            if not isinstance(o[key], int) or isinstance(o[key], bool):
+                raise ValueError(f"env.options.{key}: an integer, got {o[key]!r}")
+        if not isinstance(o["target_in_start_room"], bool):
+            raise ValueError(f"env.options.target_in_start_room: true or false, got {o['target_in_start_room']!r}")
+        for key in ("num_train", "num_test", "max_turns"):
+            if o[key] < 1:
+                raise ValueError(f"env.options.{key}: must be >= 1, got {o[key]}")
+        rooms, per_room = o["num_rooms"], o["objects_per_room"]
+        if not 1 <= rooms <= len(ROOMS):
+            raise ValueError(f"env.options.num_rooms: must be 1..{len(ROOMS)}, got {rooms}")
+        if per_room < 1 or rooms * per_room > len(OBJECTS):
+            raise ValueError(f"env.options.objects_per_room: need 1..{len(OBJECTS) // rooms} for {rooms} rooms")
+        if not 0 <= o["room_bonus"] < 100:
+            raise ValueError(f"env.options.room_bonus: must be 0..99 (success scores 100), got {o['room_bonus']}")
+        if o["failure_score"] > 0:
+            raise ValueError(f"env.options.failure_score: must be 0 or below, got {o['failure_score']}")
+        if rooms == 1 and not o["target_in_start_room"]:
+            raise ValueError("env.options.target_in_start_room: must be true when num_rooms is 1")
 
     # The two layouts serve as tasks to adapt between: the target in another room, or in the hallway.
     TASKS: ClassVar[dict[str, bool]] = {"find": False, "find-here": True}
