@@ -1,4 +1,5 @@
-"""Stopping a run when the scheduler says so: SIGTERM ends it within seconds, with a non-zero exit.
+"""Stopping a run when the scheduler (or Ctrl-C) says so: SIGTERM and SIGINT end it within seconds,
+with a non-zero exit.
 
 Why not Lightning's own handling: Lightning notes the SIGTERM and raises its `SIGTERMException`
 only at the next batch boundary. One RL iteration is one batch here and can last minutes (rollout,
@@ -11,7 +12,9 @@ keeps one broken environment from ending a rollout does not swallow it. Abandoni
 is safe because everything on disk is written to be resumable after a kill at any point: a
 checkpoint file appears whole or not at all, and resuming rolls memory, novelty table, metrics and
 trajectories back to the checkpoint's iteration. The command prints one line saying where to
-resume and exits with 128 + the signal number (143 for SIGTERM), the shell's convention.
+resume and exits with 128 + the signal number (143 for SIGTERM, 130 for SIGINT), the shell's
+convention. SIGINT is handled the same way so that Ctrl-C does not go through Lightning's own
+KeyboardInterrupt path, which reports a "graceful shutdown" and exits 1 after the same teardown.
 
 SIGUSR1 is left to Lightning: under SLURM with auto-requeue its handler saves a checkpoint and
 requeues the job (a handler of ours on SIGUSR1 would stop Lightning from installing it); the
@@ -25,7 +28,7 @@ import threading
 from types import FrameType
 from typing import Any, Callable, Optional
 
-SIGNALS = (signal.SIGTERM,)
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Preempted(BaseException):
@@ -41,7 +44,7 @@ class Preempted(BaseException):
 
 
 class PreemptionGuard:
-    """While entered, SIGTERM raises `Preempted` in the main thread; the handlers that
+    """While entered, SIGTERM and SIGINT raise `Preempted` in the main thread; the handlers that
     were there before come back on exit. Outside the main thread it does nothing (signals are
     delivered to the main thread only)."""
 

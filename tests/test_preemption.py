@@ -91,9 +91,10 @@ def test_sigterm_during_update(warm_model, straight, tmp_path):
     assert_resume_equals(straight, warm_model, tmp_path, "cut")
 
 
-def test_guard_restores_the_previous_handler():
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(Preempted), PreemptionGuard():
-        os.kill(os.getpid(), signal.SIGTERM)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_guard_restores_the_previous_handler(sig):
+    before = signal.getsignal(sig)
+    with pytest.raises(Preempted) as stop, PreemptionGuard():
+        os.kill(os.getpid(), sig)
         time.sleep(5)  # the handler raises before this ends
-    assert signal.getsignal(signal.SIGTERM) == before
+    assert stop.value.exit_code == 128 + sig and signal.getsignal(sig) == before

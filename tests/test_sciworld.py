@@ -44,6 +44,7 @@ def test_gold_path_reaches_100_through_the_adapter(env, task):
         if result.done:
             break
     assert total == 100.0 and result.done and result.info["success"], (instance, path)
+    assert len(path) <= env.max_turns(instance)  # the cap admits the gold path
 
 
 def test_lean_step_reproduces_stock_step(env):
@@ -66,10 +67,13 @@ def test_wrong_focus_ends_with_minus_100_and_text_is_mapped(env):
     assert r.info["score"] == -100 and r.reward == -100.0 - start and r.done and r.info["success"] is False
 
 
-def test_turn_caps_and_bad_instances(env):
-    assert env.max_turns("chemistry-mix/0") == 60
+def test_turn_caps_and_bad_instances(env, examples_cache):
+    assert env.max_turns("chemistry-mix/0") == 70  # default caps admit the gold paths (below)
     assert env.max_turns("measure-melting-point-known-substance/3") == 120
     assert env.max_turns("find-plant/1") == 30
+    paper = ScienceWorldEnv(tasks=list(PAPER_TASKS), caps="paper", turn_caps={"find-plant": 12},
+                            examples_cache=str(examples_cache))
+    assert [paper.max_turns(i) for i in ("chemistry-mix/0", "chemistry-mix-paint-tertiary-color/0", "find-plant/1")] == [60, 30, 12]
     with pytest.raises(ValueError, match="unknown ScienceWorld instance"):
         env.reset("boil-water/1")
 
@@ -95,7 +99,9 @@ def test_short_fit_on_real_scienceworld(tiny_model, tmp_path):
     over = {"env.name": "sciworld", "env.options": "{tasks: [find-non-living-thing], train_variations: 2}",
             "env.max_turns": 3, "rollout.tasks_per_iteration": 1, "rollout.group_size": 2,
             "trainer.max_epochs": 1, "mode.p": 1.0, "rollout.max_prompt_tokens": 2048}
+    before = java_children()
     fit(load_config(None, tiny_overrides(tiny_model, tmp_path, name="sw", **over)))
+    assert java_children() == before  # a normal end closes every JVM the run started
     with (tmp_path / "sw" / "logs" / "metrics.csv").open() as fh:
         row = next(csv.DictReader(fh))
     assert float(row["rollout/episode_length"]) > 0 and float(row["rollout/env_errors"]) == 0
@@ -220,3 +226,49 @@ def test_a_failed_fit_leaves_no_jvm(tiny_model, tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         fit(load_config(None, tiny_overrides(tiny_model, tmp_path, name="boom", **over)), extra_callbacks=[Explodes()])
     assert java_children() == before
+
+
+def test_turn_caps_admit_every_measured_gold_path():
+    """results/sciworld-gold-paths.csv: the simulator's gold paths of every task on the variations a
+    run plays by default (bench/sciworld_gold_paths.py). Each task's cap admits its longest one."""
+    import csv
+    from pathlib import Path
+
+    from scienceworld.constants import TASKS
+
+    from empo2.envs.sciworld import TURN_CAPS
+
+    with (Path(__file__).parents[1] / "results" / "sciworld-gold-paths.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    longest: dict[str, int] = {}
+    for r in rows:
+        longest[r["task"]] = max(longest.get(r["task"], 0), int(r["gold_path_length"]))
+    assert set(longest) == {t["task_name"] for t in TASKS}  # all 30 tasks measured
+    short = {t: (n, TURN_CAPS.get(t, ScienceWorldEnv.default_max_turns)) for t, n in longest.items()
+             if n > TURN_CAPS.get(t, ScienceWorldEnv.default_max_turns)}
+    assert not short, f"caps below the longest gold path (longest, cap): {short}"
+
+
+@pytest.mark.slow
+def test_a_numeric_answer_to_the_simulators_question_goes_through(examples_cache):
+    """grow-plant's gold path answers the simulator's "which seed did you mean?" with a number. The
+    question reaches the agent as the observation and its number goes through as typed (answering
+    the question in the adapter would turn that number into an unrelated action)."""
+    env = ScienceWorldEnv(tasks=["grow-plant"], examples=0, examples_cache=str(examples_cache))
+    try:
+        path = gold_path(env, "grow-plant/0")
+        k = next(i for i, a in enumerate(path) if a.strip().isdigit())
+        env.reset("grow-plant/0")
+        total, result = float(env._score), None
+        for i, action in enumerate(path):
+            result = env.step(action)
+            total += result.reward
+            if i == k - 1:
+                assert result.observation.startswith("Ambiguous request"), result.observation
+            if i == k:
+                assert result.info["raw_valid"] and result.info["action"] == action.strip()
+            if result.done:
+                break
+        assert total == 100.0 and result.info["success"] and len(path) <= env.max_turns("grow-plant/0")
+    finally:
+        env.close()

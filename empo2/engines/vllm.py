@@ -1,10 +1,14 @@
 """Rollout engine on vLLM, colocated in the trainer's process, with a weight sync that is verified.
 
-Why colocated and in-process: each rank owns one engine next to its trainer (on GPU they share the
-device: `engine.gpu_memory_utilization`, and the engine sleeps during the update when
-`engine.sleep_between_phases`). The engine core runs inside this process
-(`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so nothing is spawned, no `if __name__ == "__main__"` guard is
-needed by whoever builds it, and nothing outlives `close()`.
+Why colocated: each rank owns one engine next to its trainer (on GPU they share the device:
+`engine.gpu_memory_utilization`, and the engine sleeps during the update when
+`engine.sleep_between_phases`). With one rank the engine core runs inside this process
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0`): nothing is spawned and nothing outlives `close()`. With
+several ranks (ddp, fsdp, fsdp2) each rank's engine core runs in a child process of that rank:
+vLLM sets up torch.distributed for its workers, and inside a rank's process it would find
+Lightning's process group and treat the ranks as its own data-parallel replicas, which must then
+step together. In a child process its world is its own; `close()` ends the child. On CPU each
+rank's engine binds its threads to that rank's share of the cores.
 
 Why token ids: the chat template is applied once on our side; vLLM receives `TokensPrompt`s and
 returns the sampled ids, so the trainer trains on exactly the sampled tokens. Log-probs are taken
@@ -37,6 +41,7 @@ from typing import Any, Optional
 
 import torch
 
+from empo2 import distributed as D
 from empo2 import sharding
 from empo2.engines.base import ENGINES, Generation, RolloutEngine, SamplingParams
 
@@ -46,6 +51,14 @@ PROBE_RESPONSE = "open the fridge\n"
 
 class StaleEngineError(RuntimeError):
     """The engine does not serve the trainer's current weights."""
+
+
+def cpu_share(rank: int, ranks: int) -> str:
+    """The cores this rank's CPU engine binds its threads to: its own slice when ranks share the machine."""
+    cores = os.cpu_count() or 1
+    per = max(cores // ranks, 1)
+    first = (rank * per) % cores
+    return f"{first}-{min(first + per, cores) - 1}"
 
 
 @dataclass
@@ -119,9 +132,20 @@ class VLLMEngine(RolloutEngine):
     # ------------------------------------------------------------------ start-up
     def _start(self):
         s = self.settings
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        ranks = D.world_size()
+        # One rank: the engine core runs in this process. Several: in a child process of each rank,
+        # whose torch.distributed world is its own (vLLM would otherwise join Lightning's process
+        # group as data-parallel ranks and couple the ranks' generation loops).
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if ranks > 1 else os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if "VLLM_RPC_BASE_PATH" not in os.environ:
+            # The engine core's sockets are files whose path must fit 107 bytes: not under the run
+            # folder (where the trainer's temp files go), in a short folder of the system's own.
+            import tempfile
+
+            self._sockets = tempfile.mkdtemp(prefix="empo2-vllm-", dir=os.environ.get("TMPDIR") or "/tmp")
+            os.environ["VLLM_RPC_BASE_PATH"] = self._sockets
         if not self.on_gpu:
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_share(D.rank(), ranks))
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(s.cpu_kv_cache_gb)))))
             # vLLM lowers torch's intra-op threads to 1 for serving (and then blocks changing them)
             # unless OMP_NUM_THREADS is set: the trainer shares this process and needs its threads.
@@ -266,3 +290,8 @@ class VLLMEngine(RolloutEngine):
             del llm
             gc.collect()
         shutil.rmtree(self.work_dir, ignore_errors=True)
+        sockets = getattr(self, "_sockets", None)
+        if sockets:
+            shutil.rmtree(sockets, ignore_errors=True)
+            if os.environ.get("VLLM_RPC_BASE_PATH") == sockets:
+                del os.environ["VLLM_RPC_BASE_PATH"]

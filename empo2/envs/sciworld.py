@@ -34,7 +34,22 @@ PAPER_TASKS = (
     "power-component-renewable-vs-nonrenewable-energy", "test-conductivity",
     "test-conductivity-of-unknown-substances", "use-thermometer",
 )
-TURN_CAPS = {"chemistry-mix": 60, "measure-melting-point-known-substance": 120}
+PAPER_TURN_CAPS = {"chemistry-mix": 60, "measure-melting-point-known-substance": 120}
+"""The paper's caps (EMPO2.md §7): 30 turns, except these; `env.options.caps: paper`."""
+TURN_CAPS = {
+    "boil": 230, "melt": 190, "freeze": 170, "change-the-state-of-matter-of": 160,
+    "measure-melting-point-known-substance": 120, "measure-melting-point-unknown-substance": 120,
+    "power-component-renewable-vs-nonrenewable-energy": 40, "test-conductivity": 50,
+    "test-conductivity-of-unknown-substances": 60, "grow-plant": 100, "grow-fruit": 120, "chemistry-mix": 70,
+    "chemistry-mix-paint-secondary-color": 40, "chemistry-mix-paint-tertiary-color": 60, "identify-life-stages-1": 60,
+    "inclined-plane-determine-angle": 220, "inclined-plane-friction-named-surfaces": 150,
+    "inclined-plane-friction-unnamed-surfaces": 260, "mendelian-genetics-known-plant": 190,
+    "mendelian-genetics-unknown-plant": 180,
+}
+"""The default caps (`env.options.caps: gold_paths`): the longest gold path of the variations a run
+plays by default (first 5 train, first 20 test), +25%, in tens, at least 30 and at least the paper's
+cap; 30 for the tasks not listed. Measured by bench/sciworld_gold_paths.py
+(results/sciworld-gold-paths.csv); a test keeps every cap above its task's longest path."""
 UNKNOWN_ACTION = "No known action matches that input."
 AMBIGUOUS = "Ambiguous request"
 
@@ -62,19 +77,22 @@ class ScienceWorldEnv(TextEnv):
         test_variations: int = 20,
         heap: str = "256m",
         turn_caps: dict[str, int] | None = None,
+        caps: str = "gold_paths",
         examples: int = 2,
         example_obs_chars: int = 0,
         examples_cache: str | None = None,
     ) -> None:
-        """`examples`: worked examples in the first message (0 for none); `example_obs_chars`: cut
+        """`caps`: per-task turn caps, `gold_paths` (`TURN_CAPS`, admitting every measured gold path)
+        or `paper` (`PAPER_TURN_CAPS`); `turn_caps` overrides single tasks. `examples`: worked examples
+        in the first message (0 for none); `example_obs_chars`: cut
         each example observation to this many characters (0: whole); `examples_cache`: folder of
         the replayed transcripts (default `$EMPO2_CACHE/sciworld-examples`)."""
-        self.check_options(tasks=tasks, simplification=simplification, examples=examples)
+        self.check_options(tasks=tasks, simplification=simplification, examples=examples, caps=caps)
         self.tasks = list(tasks)
         self.simplification = simplification
         self.train_variations, self.test_variations = train_variations, test_variations
         self.heap = heap
-        self.turn_caps = {**TURN_CAPS, **(turn_caps or {})}
+        self.turn_caps = {**(TURN_CAPS if caps == "gold_paths" else PAPER_TURN_CAPS), **(turn_caps or {})}
         self.examples, self.example_obs_chars = examples, example_obs_chars
         self._gold = prompt.GoldExamples(examples_cache)
         self._train_variations: dict[str, list[int]] = {}
@@ -107,7 +125,8 @@ class ScienceWorldEnv(TextEnv):
         return out
 
     @staticmethod
-    def check_options(tasks=("find-non-living-thing",), simplification: str = "easy", examples: int = 2, **_: Any) -> None:
+    def check_options(tasks=("find-non-living-thing",), simplification: str = "easy", examples: int = 2,
+                      caps: str = "gold_paths", **_: Any) -> None:
         """Checks that need no JVM (run by the config validation too)."""
         from scienceworld.constants import TASKS
 
@@ -119,6 +138,8 @@ class ScienceWorldEnv(TextEnv):
             raise ValueError(f"tasks: unknown ScienceWorld task(s) {unknown}; known: {', '.join(names)}")
         if examples < 0:
             raise ValueError(f"examples: must be >= 0, got {examples}")
+        if caps not in ("gold_paths", "paper"):
+            raise ValueError(f"caps: gold_paths (admit every gold path) or paper (30; 60 and 120 for two tasks), got {caps!r}")
 
     def close(self) -> None:
         """Ask the JVM to exit, wait for it (2 s), kill it if it lingers; never leaves a process."""
@@ -208,15 +229,16 @@ class ScienceWorldEnv(TextEnv):
         env = self._env
         try:
             text = action.strip()
+            # While the simulator asks which object was meant (AMBIGUOUS), a number is a valid
+            # answer and goes through as typed; the question is the observation the agent answers.
             obs = env.server.step(text) if text else UNKNOWN_ACTION
             raw_valid = not obs.startswith(UNKNOWN_ACTION)
-            mapped = text
-            if not raw_valid:
+            sent = text
+            if not raw_valid:  # map to the closest valid action, if any shares a word with the text
                 valid = self.valid_actions()
-                mapped = max(valid, key=lambda v: jaccard(text, v)) if valid else ""
-                obs = env.server.step(mapped) if mapped and jaccard(text, mapped) > 0 else obs
-            if obs.startswith(AMBIGUOUS):  # the simulator asks which object was meant: take the first
-                obs = env.server.step("0")
+                closest = max(valid, key=lambda v: jaccard(text, v)) if valid else ""
+                if closest and jaccard(text, closest) > 0:
+                    obs, sent = env.server.step(closest), closest
             score = int(round(100 * env.server.getScore()))
             done = bool(env.server.getCompleted()) or score < 0
         except Exception as err:  # the JVM died or the bridge broke: replace it at the next reset
@@ -225,7 +247,7 @@ class ScienceWorldEnv(TextEnv):
         reward = float(score - self._score)
         self._score = score
         self._done = done
-        info: dict[str, Any] = {"raw_valid": raw_valid, "action": mapped, "score": score}
+        info: dict[str, Any] = {"raw_valid": raw_valid, "action": sent, "score": score}
         if done:
             info["success"] = score >= 100
         return StepResult(obs, reward, done, info)
