@@ -14,6 +14,8 @@ rows (`AdaptationData`). Iteration 0 plays without memory; its tips seed the mem
 Writes `<run>/adapt/<task>-seed<S>/`: `memory/`, `trajectories/` (+ `index.html`), `logs/metrics.csv`,
 and `adaptation.csv` / `adaptation.png` (return per iteration). An earlier folder of the same name
 is moved aside (`.1`, `.2`, ...), never reused: its memory would leak into iteration 0.
+
+Imports inside functions are deliberate: the trainer loads only after the config has been checked.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ continues from its last iteration (its `minutes` then count only the part run si
 unfinished cell's folder is removed and the cell is run again from its start. Continuing with a
 different config (other than more seeds or methods) is refused, since the table would mix two
 experiments.
+
+Imports inside functions are deliberate: the fit, evaluate and adapt machinery loads only after
+the config has been checked (a config error answers at once).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ gathered, so every rank reports the same table; rank 0 writes it.
 The table has one row per task (episodes, mean return, mean final score where the environment
 reports one, success rate) and a last row averaging the tasks, as papers report it. It is written
 as CSV and Markdown under `<run>/eval/`.
+
+Imports inside functions are deliberate: the engine and the module load only after the config has
+been checked.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ A fresh run refuses a run directory that already holds checkpoints (pass `ckpt_p
 resume, or choose another `name`), or another run's memory, trajectories or metrics without a
 checkpoint (a run that died before its first one), so no run's data is overwritten or silently
 built upon. A resume may change only what its checkpoint can follow (`empo2.resume_changes`).
+
+Imports inside functions are deliberate: torch, Lightning, the module and the datamodule load only
+after the config has been checked, so a config error or `--print-config` answers at once.
 """
 
 from __future__ import annotations

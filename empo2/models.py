@@ -8,6 +8,9 @@ folder in the cache; every later load reads that folder (0.2 s instead of 20 s),
 serve it too.
 
     python -m empo2.models prepare embedded:smollm2-135m-instruct
+
+Imports inside functions are deliberate: torch and transformers load only when a model is built,
+so `empo2.config` (which resolves nothing) and `prepare`'s argument errors stay fast.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Why matplotlib files rather than a dashboard: runs happen on machines without a display or a
 browser, and a PNG beside `metrics.csv` survives copying the run folder anywhere. Every figure
 labels its axes and says what it shows; the Agg backend is forced so nothing needs a display.
+
+Imports inside functions are deliberate: matplotlib loads only when a picture is drawn.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ KeyboardInterrupt path, which reports a "graceful shutdown" and exits 1 after th
 SIGUSR1 is left to Lightning: under SLURM with auto-requeue its handler saves a checkpoint and
 requeues the job (a handler of ours on SIGUSR1 would stop Lightning from installing it); the
 SIGTERM that SLURM sends afterwards then ends the run here.
+
+Imports inside functions are deliberate: this module is imported by every entry point before
+anything heavy loads.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ held-out NLL is logged before training and after every epoch.
 Writes `<run>/policy/`: the merged weights (LoRA folded in) and tokenizer, a plain model folder
 that `model.init_from=<run>/policy` starts `fit`, `evaluate`, `adapt` and `compare` from, and
 `warm_start.json` saying what it was trained on. Metrics go to `<run>/logs/` like a fit's.
+
+Imports inside functions are deliberate: the environments and the model load only after the
+config has been checked.
 """
 
 from __future__ import annotations

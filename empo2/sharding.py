@@ -17,6 +17,8 @@ sharded model is a collective all ranks must join. The rules, in one place:
 - Every rank runs the same number of forwards (`lockstep_count`): ranks with fewer micro-batches
   run empty ones. Rollout engines never run the sharded module; they read a gathered copy of the
   weights (`gathered_weights`) at each sync.
+
+Imports inside functions are deliberate: the FSDP modules load only for the strategy that uses them.
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ CPU specifics are set here, not by the user: worker threads bound to every core,
 (`engine.cpu_kv_cache_gb`), eager mode (startup ~20 s instead of ~80 s, same speed), and
 `OMP_NUM_THREADS` set to torch's thread count before start-up (otherwise vLLM drops torch to one
 thread for the whole process, which would slow the trainer sharing it).
+
+Imports of `vllm` are inside functions: the package is optional, and importing this module must
+work without it (the registry lists the engine either way).
 """
 
 from __future__ import annotations
@@ -137,6 +140,10 @@ class VLLMEngine(RolloutEngine):
         # whose torch.distributed world is its own (vLLM would otherwise join Lightning's process
         # group as data-parallel ranks and couple the ranks' generation loops).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if ranks > 1 else os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if ranks > 1:
+            # Re-tying the embeddings after a full-weight reload sends a function of this module to the
+            # engine core process; vLLM pickles it only when allowed (local IPC between our own processes).
+            os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         if "VLLM_RPC_BASE_PATH" not in os.environ:
             # The engine core's sockets are files whose path must fit 107 bytes: not under the run
             # folder (where the trainer's temp files go), in a short folder of the system's own.
@@ -209,8 +216,14 @@ class VLLMEngine(RolloutEngine):
                 if old != path:
                     shutil.rmtree(old, ignore_errors=True)
         else:
+            # Written directly, not by `save_pretrained`: transformers writes weights on
+            # torch.distributed rank 0 only, and every rank's engine needs its own copy.
+            from safetensors.torch import save_file
+
             path = self.work_dir / "weights"
-            model.save_pretrained(str(path), state_dict=state, safe_serialization=True)
+            path.mkdir(parents=True, exist_ok=True)
+            weights = state if state is not None else {n: p.detach() for n, p in model.named_parameters()}
+            save_file({k: v.contiguous() for k, v in weights.items()}, str(path / "model.safetensors"))
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(path)})
             if getattr(model.config, "tie_word_embeddings", False):
                 self.llm.collective_rpc(_retie_output_embedding)
