@@ -242,8 +242,6 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
     from datamodules import RolloutDataModule
     from empo2.module import EMPO2Module
 
-    resolve(cfg.model.name_or_path)  # a model that cannot load fails here, before the run dir is touched
-    resolve(cfg.model.weights)
     ckpt = resolve_ckpt(cfg)
     resume_epoch = checkpoint_epoch(ckpt)  # a missing or unreadable checkpoint fails here, before the run dir is touched
     if ckpt is not None:
@@ -251,6 +249,8 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
         announce_resume_changes(cfg)  # refused changes fail here too, before config.yaml is replaced
     elif cfg.memory.init_from and not Path(cfg.memory.init_from).is_dir():
         raise ConfigError(f"memory.init_from: {cfg.memory.init_from} is not a folder (point it at a run's memory/ folder)")
+    resolve(cfg.model.name_or_path)  # a model that cannot load fails here too, before the run dir is touched
+    resolve(cfg.model.weights)
     run_dir = prepare_run_dir(cfg)
     if cfg.ckpt_path is None and cfg.memory.init_from:
         seed_memory(Path(cfg.memory.init_from), run_dir)
