@@ -47,7 +47,15 @@ def test_vllm_beside_every_rank_of_two_processes(tmp_path, strategy, lora, resum
     fit_processes(over("resumed", "trainer.max_epochs=1"), timeout=1800)
     fit_processes(over("resumed", "ckpt_path=last"), timeout=1800)
 
-    def comparable(metrics):  # the weight version counts the syncs of this process's engine (1 after a resume)
-        return [{k: v for k, v in r.items() if k != "engine/weight_version"} for r in stable(metrics)]
+    # Left out of the exact comparison: the weight version counts the syncs of this process's engine
+    # (1 after a resume), and the engine-vs-trainer gaps are the engine's own log-probs, which vLLM's
+    # CPU kernels reproduce only to ~1e-9 between launches (threads sum in another order; measured
+    # 5.875e-06 vs 5.872e-06). Training never uses them (old log-probs are the trainer's), and with
+    # seeded sampling such noise moves a sampled token only when a draw lands within ~1e-9 of a
+    # boundary, so returns, losses and gradients must still match exactly.
+    noisy = ("engine/weight_version", "train/engine_logprob_gap", "engine/sync_probe_gap")
+
+    def comparable(metrics):
+        return [{k: v for k, v in r.items() if k not in noisy} for r in stable(metrics)]
 
     assert comparable(read_metrics(tmp_path / "resumed")) == comparable(rows)
