@@ -69,9 +69,7 @@ def update_prompts(mode: Mode | str, rollout_prompt: list[int], tipfree_prompt: 
     `mask_apply_to` are `mask.level` / `mask.apply_to`; `old_logprob` is `offpolicy.old_logprob`."""
     mode = Mode(mode)
     masked_everywhere = mask_level != "none" and mask_apply_to == "all"
-    if mode is Mode.ON_POLICY:  # no tips anywhere: plain GRPO
-        return UpdatePrompts(rollout_prompt, rollout_prompt, masked_everywhere, True)
-    if mode is Mode.ON_POLICY_MEMORY:  # train exactly the tip-conditioned prompt that was sampled
+    if mode is not Mode.OFF_POLICY:  # on-policy, with or without tips: train exactly the prompt sampled
         return UpdatePrompts(rollout_prompt, rollout_prompt, masked_everywhere, True)
     # off-policy: distil, training the tip-free prompt on actions sampled with tips
     with_tips = old_logprob == "with_tips"
