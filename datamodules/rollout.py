@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from empo2 import distributed as D
-from empo2.advantage import ADVANTAGES, CreditEpisode, CreditSettings
+from empo2.advantage import ADVANTAGES, CreditEpisode, CreditSettings, add_intrinsic_advantage
 from empo2.config import Config
 from empo2.conversation import PromptLayout
 from empo2.engines import RolloutEngine, SamplingParams, build_engine
@@ -216,18 +216,31 @@ class RolloutDataModule(L.LightningDataModule):
         raise RuntimeError("a memory-mode iteration needs a callback with retrieve_tips (memory.enabled=true)")
 
     def assign_advantages(self, episodes: list[Episode]) -> None:
-        """Run `algo.advantage` over the iteration's episodes; each step gets its advantage."""
-        a = self.cfg.algo
+        """Run `algo.advantage` over the iteration's episodes; each step gets its advantage. Under
+        `intrinsic.combine: advantage` it runs twice, on extrinsic and on (unscaled) intrinsic
+        rewards, joined by `add_intrinsic_advantage`."""
+        a, bonus = self.cfg.algo, self.cfg.intrinsic
         state_key = self.envs[0].state_key if self.envs else str
-        credit = [CreditEpisode(
-            group=ep.group, episode_return=ep.discounted_return(a.gamma),
-            rewards=tuple(s.reward + s.intrinsic for s in ep.steps),
-            states=tuple(state_key(ep.observations[t]) if t < len(ep.observations) else "" for t in range(len(ep.steps))),
-            actions=tuple(s.action for s in ep.steps),
-        ) for ep in episodes]
+
+        def credit(reward, episode_return=None) -> list[CreditEpisode]:
+            return [CreditEpisode(
+                group=ep.group,
+                episode_return=episode_return(ep) if episode_return else sum(a.gamma ** t * reward(s) for t, s in enumerate(ep.steps)),
+                rewards=tuple(reward(s) for s in ep.steps),
+                states=tuple(state_key(ep.observations[t]) if t < len(ep.observations) else "" for t in range(len(ep.steps))),
+                actions=tuple(s.action for s in ep.steps),
+            ) for ep in episodes]
+
         settings = CreditSettings(eps=a.adv_eps, step_gamma=a.step_gamma, step_weight=a.step_weight,
                                   step_norm=a.step_norm, history_levels=a.history_levels, level_alpha=a.level_alpha)
-        for ep, adv in zip(episodes, ADVANTAGES.get(a.advantage)(credit, settings)):
+        estimator = ADVANTAGES.get(a.advantage)
+        if bonus.combine == "advantage" and bonus.kind != "none" and bonus.coef > 0:
+            advantages = add_intrinsic_advantage(
+                estimator(credit(lambda s: s.reward), settings),
+                estimator(credit(lambda s: s.intrinsic / bonus.coef), settings), bonus.coef)
+        else:
+            advantages = estimator(credit(lambda s: s.reward + s.intrinsic, lambda ep: ep.discounted_return(a.gamma)), settings)
+        for ep, adv in zip(episodes, advantages):
             ep.advantage = adv[0]
             ep.step_advantages = list(adv[:len(ep.steps)])
 

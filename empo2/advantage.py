@@ -121,6 +121,20 @@ def grpo_step_advantages(episodes: Sequence[CreditEpisode], settings: CreditSett
         [len(ep.rewards) for ep in episodes], settings.eps))
 
 
+def add_intrinsic_advantage(extrinsic: Sequence[Sequence[float]], intrinsic: Sequence[Sequence[float]],
+                            weight: float) -> list[list[float]]:
+    """`intrinsic.combine: advantage`: A(e, t) = A_ext(e, t) + w · A_int(e, t), where the estimator
+    ran once on the extrinsic rewards alone and once on the unscaled intrinsic rewards alone, and
+    w = `intrinsic.coef` (the two-stream advantage of random network distillation, Burda et al.
+    2019).
+
+    Why: under `combine: reward` (EMPO2.md §5) the bonus is added to the rewards before the group
+    normalisation, which is scale-free: in a group whose extrinsic returns are all equal (a sparse
+    task early on), the normalised advantage is the bonus's alone at full strength, whatever
+    `intrinsic.coef` says. Normalising the two streams apart makes w the bonus's real weight."""
+    return [[a + weight * b for a, b in zip(ext, bonus)] for ext, bonus in zip(extrinsic, intrinsic)]
+
+
 def returns_to_go(rewards: Sequence[float], gamma: float) -> list[float]:
     """G_t = r_t + γ·G_{t+1}, G_T = 0: the discounted return from step t on."""
     out = [0.0] * len(rewards)

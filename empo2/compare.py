@@ -15,7 +15,9 @@ test split at `eval.temperature` with `eval.episodes_per_instance` episodes per 
 - **grpo**: training with `mode.p = 0` (no memory, no novelty bonus), then evaluation;
 - **gigpo**, **hgpo**: as grpo, with step-level credit (`algo.advantage` gigpo or hgpo);
 - **empo2**: training with the config as given, then evaluation (no memory at test time); its
-  estimator is the config's `algo.advantage`, so EMPO² with step-level credit is that one switch.
+  estimator is the config's `algo.advantage`, so EMPO² with step-level credit is that one switch;
+- **a `compare.variants` name**: EMPO² (as above) with that variant's `key=value` overrides, so
+  ablations sit in the same table as their baselines.
 
 Writes `<run>/compare/`: `results.csv` (one row per method × task × seed), `curves.csv` (each
 cell's return per iteration: training rollouts for trained methods, the adaptation loop for
@@ -59,12 +61,30 @@ def cell_dir(cfg: Config, task: str | None, seed: int) -> Path:
     return cfg.run_dir / "compare" / f"{task or 'task'}-seed{seed}"
 
 
+def variant_config(cfg: Config, name: str) -> Config:
+    """The config with `compare.variants[name]`'s overrides applied (an EMPO² ablation)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [str(o) for o in cfg.compare.variants[name]]
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(overrides))
+        out = OmegaConf.to_object(merged)
+        validate(out)
+    except (OmegaConfBaseException, ConfigError) as err:
+        msg = (getattr(err, "msg", None) or str(err)).splitlines()[0]
+        raise ConfigError(f"compare.variants.{name}: {msg}") from None
+    assert isinstance(out, Config)
+    return out
+
+
 def method_config(cfg: Config, method: str, task: str | None, seed: int, warm: Path | None = None) -> Config:
     """The config of one method on one task and seed (its own run folder); `warm`: the harness's
-    warm-started policy every method but naive starts from."""
+    warm-started policy every method but naive starts from. A `compare.variants` name trains as
+    `empo2` on its variant's config."""
     from empo2.adapt import retarget_env
 
-    out = copy.deepcopy(cfg)
+    out = variant_config(cfg, method) if method in cfg.compare.variants else copy.deepcopy(cfg)
     out.seed = seed
     if task is not None:
         retarget_env(out, task, "compare.tasks")
@@ -142,7 +162,7 @@ def run_method(cfg: Config, method: str) -> dict:
         return {"return": rows[-1]["return"], "success_rate": rows[-1]["success_rate"],
                 "curve": [r["return"] for r in rows]}
     curve: list[float] = []
-    if method in TRAINED:
+    if method in TRAINED or method in cfg.compare.variants:
         fit(cfg)
         curve = training_curve(cfg.run_dir)
         cfg.ckpt_path = "last"
@@ -236,8 +256,10 @@ def check_same_experiment(cfg: Config, saved: Path) -> None:
         return
     before = _flat(to_dict(load_config(saved)))
     now = _flat(to_dict(cfg))
+    added_variants = [k for k in now if k.startswith("compare.variants.") and k not in before]
     differ = [k for k in now if now[k] != before.get(k) and k not in ("compare.seeds", "compare.methods")
-              and not k.startswith(FREE_TO_CHANGE)]
+              and k not in added_variants and not k.startswith(FREE_TO_CHANGE)]
+    differ += [k for k in before if k.startswith("compare.variants.") and k not in now]  # a removed variant
     if differ:
         raise ConfigError(
             f"compare: {saved.parent} holds a comparison run with another config ({', '.join(differ[:6])} differ); "
@@ -248,6 +270,8 @@ def check_same_experiment(cfg: Config, saved: Path) -> None:
 def compare(cfg: Config) -> tuple[list[dict], Path]:
     out_dir = cfg.run_dir / "compare"
     check_same_experiment(cfg, out_dir / "config.yaml")
+    for name in cfg.compare.variants:
+        variant_config(cfg, name)  # a bad override answers before any cell runs
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(to_yaml(cfg))
     results = _read_csv(out_dir / "results.csv")
@@ -262,7 +286,8 @@ def compare(cfg: Config) -> tuple[list[dict], Path]:
                 if (method, label, str(seed)) in done:
                     continue
                 mcfg = method_config(cfg, method, task, seed, warm)
-                if method in TRAINED and (mcfg.run_dir / "checkpoints" / "last.ckpt").is_file():
+                trains = method in TRAINED or method in cfg.compare.variants
+                if trains and (mcfg.run_dir / "checkpoints" / "last.ckpt").is_file():
                     # A training cell that was stopped continues from its last iteration (the
                     # experiment's config is the one it started under: check_same_experiment).
                     mcfg.ckpt_path = "last"

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from empo2.config_checks import check_values
+from empo2.config_commands import AdaptConfig, CompareConfig, EvalConfig, SFTConfig
 from empo2.config_error import ConfigError
 from empo2.config_fields import (check_fields, choice, cosine, count_or_none, discount, non_negative, positive,
                                  probability)
@@ -241,7 +242,11 @@ class IntrinsicConfig:
     kind: str = choice("novelty", "retrieval_count", "none")
     """`novelty` (1/n over a per-slot state table), `retrieval_count` (1/(k+1)), or `none`."""
     coef: float = non_negative(1.0)
-    """Scale of the intrinsic reward."""
+    """Scale of the intrinsic reward (`combine: reward`), or weight of its advantage (`combine: advantage`)."""
+    combine: str = choice("reward", "advantage")
+    """`reward`: added to the step rewards before the advantage (EMPO2.md §5); `advantage`: the
+    estimator runs on extrinsic and intrinsic rewards apart and A = A_ext + coef · A_int, so the
+    bonus cannot outweigh success in groups whose extrinsic returns tie."""
     threshold: float = cosine(0.9)
     """Novelty: states with cosine similarity above this count as seen."""
 
@@ -288,69 +293,6 @@ class LoggingConfig:
     """Write every training episode to `trajectories/iter_XXXXX.jsonl` in the run directory."""
     progress_bar: bool = True
     """Show a progress bar over rollout episodes."""
-
-
-@dataclass
-class EvalConfig:
-    split: str = choice("test", "train")
-    """Instances evaluated: the environment's `test` (or `train`) split, or `env.test_instances`."""
-    episodes_per_instance: int = positive(4)
-    """Episodes played per instance (EMPO2.md §8: 4 per test variation)."""
-    temperature: float = non_negative(0.4)
-    """Sampling temperature for evaluation (no memory is used)."""
-    max_instances: Optional[int] = count_or_none(None)
-    """Evaluate only the first this many instances of the split (all by default)."""
-    val_every: int = non_negative(0)
-    """During fit, evaluate every this many iterations (0: never); tables go to `<run>/eval/`."""
-
-
-@dataclass
-class AdaptConfig:
-    target_task: Optional[str] = None
-    """`python -m empo2.adapt`: the task to adapt to (the environment retargets `env.options`;
-    ScienceWorld: a task name); unset: the task(s) the config trains on."""
-    iterations: int = positive(10)
-    """Adaptation iterations; iteration 0 plays without memory, later ones retrieve tips."""
-    split: str = choice("train", "test")
-    """Which instances of the target task are played: `train` or `test`."""
-    temperature: Optional[float] = None
-    """Sampling temperature while adapting; unset: `rollout.temperature`."""
-
-
-@dataclass
-class CompareConfig:
-    methods: list[str] = field(default_factory=lambda: ["naive", "reflexion", "grpo", "empo2"])
-    """`python -m empo2.compare`: methods to run (naive, warm_start, reflexion, grpo, gigpo, hgpo,
-    empo2)."""
-    seeds: list[int] = field(default_factory=lambda: [0])
-    """Seeds; every method runs once per seed and task."""
-    tasks: Optional[list[str]] = None
-    """Tasks (the environment retargets `env.options`, as for adaptation); unset: the config's own."""
-    warm_start: bool = False
-    """Run `empo2.sft` (the `sft.*` settings, seed of the first seed) once per task first, and start
-    every method from its weights; the method `warm_start` scores that policy without training."""
-
-
-@dataclass
-class SFTConfig:
-    tasks: Optional[list[str]] = None
-    """`python -m empo2.sft`: the tasks whose demonstrations it trains on (the environment retargets
-    `env.options` to each, as for adaptation); unset: the config's own task."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """`env.options` entries replaced for the demonstrations only (e.g. a smaller KeyRoom house), so
-    a warm start can teach the action format on instances evaluation never plays."""
-    split: str = choice("train", "test")
-    """Which split of the demonstration environment's instances is demonstrated."""
-    max_instances: Optional[int] = count_or_none(None)
-    """Demonstrate at most this many instances per task (the first ones of the split)."""
-    val_fraction: float = 0.2
-    """Share of the demonstrations held out to measure the log-likelihood of unseen ones."""
-    epochs: int = positive(3)
-    """Passes over the demonstration rows."""
-    lr: float = positive(1e-4)
-    """AdamW learning rate (weight decay and betas as `optim.*`)."""
-    batch_size: int = positive(8)
-    """Rows (one prompt + the demonstrated answer) per optimizer step."""
 
 
 @dataclass

@@ -76,9 +76,17 @@ def check_values(cfg: Config) -> None:
             f"engine.max_model_len: {cfg.engine.max_model_len} leaves no room to generate after "
             f"rollout.max_prompt_tokens={cfg.rollout.max_prompt_tokens}"
         )
-    unknown = [m for m in cfg.compare.methods if m not in COMPARE_METHODS]
+    clash = [v for v in cfg.compare.variants if v in COMPARE_METHODS]
+    if clash:
+        raise ConfigError(f"compare.variants: {clash} would hide the built-in method of that name; rename the variant")
+    for name, overrides in cfg.compare.variants.items():
+        bad = [o for o in overrides if "=" not in str(o)]
+        if bad:
+            raise ConfigError(f"compare.variants.{name}: {bad}: each override is key=value")
+    unknown = [m for m in cfg.compare.methods if m not in COMPARE_METHODS and m not in cfg.compare.variants]
     if unknown or not cfg.compare.methods:
-        raise ConfigError(f"compare.methods: {unknown or 'empty'}; choose from {', '.join(COMPARE_METHODS)}")
+        choices = ", ".join([*COMPARE_METHODS, *cfg.compare.variants])
+        raise ConfigError(f"compare.methods: {unknown or 'empty'}; choose from {choices} (or name one in compare.variants)")
     if not cfg.compare.seeds:
         raise ConfigError("compare.seeds: give at least one seed")
     if "warm_start" in cfg.compare.methods and not cfg.compare.warm_start:

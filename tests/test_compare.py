@@ -42,6 +42,50 @@ def test_method_configs(tiny_model, tmp_path):
     assert method_config(with_gigpo, "empo2", None, 0).algo.advantage == "gigpo"  # EMPO² with step-level credit
 
 
+VARIANT = "compare.variants={empo2-split: [intrinsic.combine=advantage, intrinsic.coef=0.1]}"
+
+
+def test_variants_train_as_empo2_with_their_overrides(tiny_model, tmp_path):
+    from empo2.config import ConfigError
+
+    over = tiny_overrides(tiny_model, tmp_path, name="cmp")
+    cfg = load_config(None, [*over, VARIANT, "compare.methods=[grpo,empo2,empo2-split]"])
+    split = method_config(cfg, "empo2-split", None, 2)
+    assert (split.intrinsic.combine, split.intrinsic.coef, split.seed, split.name) == ("advantage", 0.1, 2, "empo2-split")
+    assert split.mode.p == cfg.mode.p and split.memory.enabled
+    assert split.run_dir == tmp_path / "cmp" / "compare" / "task-seed2" / "empo2-split"
+    plain = method_config(cfg, "empo2", None, 2)
+    assert (plain.intrinsic.combine, plain.intrinsic.coef) == ("reward", 1.0)  # the variant touched only itself
+    with pytest.raises(ConfigError, match=r"^compare.methods: \['empo2-sep'\]; choose from .*empo2-split"):
+        load_config(None, [*over, VARIANT, "compare.methods=[empo2-sep]"])
+    with pytest.raises(ConfigError, match=r"^compare.variants: \['grpo'\] would hide the built-in method"):
+        load_config(None, [*over, "compare.variants={grpo: [optim.lr=0.1]}"])
+    with pytest.raises(ConfigError, match=r"^compare.variants.x: \['intrinsic.coef'\]: each override is key=value"):
+        load_config(None, [*over, "compare.variants={x: [intrinsic.coef]}"])
+    bad = load_config(None, [*over, "compare.variants={x: [intrinsic.weight=0.1]}", "compare.methods=[x]"])
+    with pytest.raises(ConfigError, match=r"^compare.variants.x: .*weight"):
+        method_config(bad, "x", None, 0)  # compare() checks every variant this way before any cell runs
+    wrong = load_config(None, [*over, "compare.variants={x: [intrinsic.combine=both]}", "compare.methods=[x]"])
+    with pytest.raises(ConfigError, match=r"^compare.variants.x: intrinsic.combine"):
+        method_config(wrong, "x", None, 0)
+
+
+def test_a_continued_comparison_may_add_variants_not_change_them(tiny_model, tmp_path):
+    from empo2.compare import check_same_experiment
+    from empo2.config import ConfigError, to_yaml
+
+    over = tiny_overrides(tiny_model, tmp_path, name="cmp")
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(load_config(None, over)))
+    check_same_experiment(load_config(None, [*over, VARIANT]), saved)  # a new variant: allowed
+    saved.write_text(to_yaml(load_config(None, [*over, VARIANT])))
+    changed = "compare.variants={empo2-split: [intrinsic.combine=advantage, intrinsic.coef=0.2]}"
+    with pytest.raises(ConfigError, match="compare.variants.empo2-split differ"):
+        check_same_experiment(load_config(None, [*over, changed]), saved)
+    with pytest.raises(ConfigError, match="compare.variants.empo2-split differ"):
+        check_same_experiment(load_config(None, over), saved)  # removed
+
+
 @pytest.mark.slow
 def test_compare_end_to_end(warm_model, tmp_path):
     over = tiny_overrides(warm_model, tmp_path, name="cmp", **{
