@@ -15,7 +15,14 @@ Part 3 says where the memory goes: every tensor autograd saves for backward duri
 1,000 tokens (the weights themselves excluded), by shape, per token. A padded attention score
 matrix would appear as a [.., 1000, 1000] entry; sdpa on CPU saves none.
 
-    python bench/peak_memory.py [--part runs|budget|saved|all] [--iterations 2] [--runs "quickstart" ...]
+Part 4 asks where the rest of the process peak goes: one row of 1,036 tokens (the quickstart's
+budget), forward+backward three times after a warm-up, in fresh processes that differ only in
+glibc's malloc settings (`GLIBC_TUNABLES`): the default (a dynamic mmap threshold), a fixed mmap
+threshold of 4 MB or 1 MB (blocks at least that large come from and go back to the kernel), and
+1 MB with transparent huge pages for those blocks. Peak above the warmed-up process, and seconds
+per forward+backward (the ratio to the default is the price of each setting).
+
+    python bench/peak_memory.py [--part runs|budget|saved|allocator|all] [--iterations 2] [--runs "quickstart" ...]
 """
 
 from __future__ import annotations
@@ -146,9 +153,48 @@ def part_saved() -> None:
         print(f"| {shape} | {float(size):.1f} |")
 
 
+ALLOCATOR_CHILD = r"""
+import time, torch
+from empo2.config import load_config
+from empo2.models import build_policy
+from empo2.peak_memory import PeakMemory
+from empo2.token_batch import build_batch, response_logprobs
+model = build_policy(load_config(None, []).model, 0).train()
+batch = build_batch("padded", [list(range(5, 5 + 1024))], [[7] * 12], 0)
+response_logprobs(model, batch).sum().backward()  # warm-up: lazy initialisations, first-use buffers
+peak = PeakMemory()
+peak.reset()  # malloc_trim, then the kernel's high-water mark restarts from the current RSS
+base = peak.rss_mb()  # right after a reset: the current RSS
+t0 = time.perf_counter()
+for _ in range(3):
+    response_logprobs(model, batch).sum().backward()
+print(peak.rss_mb() - base, (time.perf_counter() - t0) / 3)
+"""
+ALLOCATORS = {
+    "glibc default (dynamic mmap threshold)": "",
+    "mmap threshold 4 MB": "glibc.malloc.mmap_threshold=4194304",
+    "mmap threshold 1 MB": "glibc.malloc.mmap_threshold=1048576",
+    "mmap threshold 1 MB + huge pages": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576",
+}
+
+
+def part_allocator() -> None:
+    print("## one row of 1,036 tokens, forward+backward, by malloc setting (MB above the warmed-up process)")
+    print("| malloc setting (GLIBC_TUNABLES) | peak above base | s per forward+backward | time ratio |")
+    print("|---|---|---|---|")
+    first = None
+    for name, tunables in ALLOCATORS.items():
+        env = {**os.environ, "GLIBC_TUNABLES": tunables} if tunables else dict(os.environ)
+        out = subprocess.run([sys.executable, "-c", ALLOCATOR_CHILD], cwd=ROOT, capture_output=True, text=True,
+                             check=True, env=env).stdout.split()
+        mb, secs = float(out[-2]), float(out[-1])
+        first = first or secs
+        print(f"| {name} | {mb:.0f} | {secs:.2f} | {secs / first:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("runs", "budget", "saved", "all"), default="all")
+    parser.add_argument("--part", choices=("runs", "budget", "saved", "allocator", "all"), default="all")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--runs", nargs="*", choices=list(RUNS), help="only these real runs (default: all)")
     args = parser.parse_args()
@@ -158,6 +204,8 @@ def main() -> None:
         part_budget()
     if args.part in ("saved", "all"):
         part_saved()
+    if args.part in ("allocator", "all"):
+        part_allocator()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Why colocated: each rank owns one engine next to its trainer (on GPU they share 
 several ranks (ddp, fsdp, fsdp2) each rank's engine core runs in a child process of that rank:
 vLLM sets up torch.distributed for its workers, and inside a rank's process it would find
 Lightning's process group and treat the ranks as its own data-parallel replicas, which must then
-step together. In a child process its world is its own; `close()` ends the child. On CPU each
+step together. In a child process its world is its own; `close()` ends the child, and an
+`OrphanGuard` ends it if the rank dies without closing (SIGKILL, the OOM killer). On CPU each
 rank's engine binds its threads to that rank's share of the cores.
 
 Why token ids: the chat template is applied once on our side; vLLM receives `TokensPrompt`s and
@@ -47,6 +48,7 @@ import torch
 from empo2 import distributed as D
 from empo2 import sharding
 from empo2.engines.base import ENGINES, Generation, RolloutEngine, SamplingParams
+from empo2.orphan_guard import OrphanGuard, child_pids
 
 PROBE_CHAT = [{"role": "user", "content": "You stand in a kitchen next to a closed fridge. Your next action?"}]
 PROBE_RESPONSE = "open the fridge\n"
@@ -100,6 +102,8 @@ class VLLMEngine(RolloutEngine):
         self.policy, self.tokenizer, self.settings = policy, tokenizer, settings
         self.work_dir = Path(work_dir)
         self.on_gpu = torch.cuda.is_available()
+        self.guard: OrphanGuard | None = None
+        """Stops the engine core's child processes should this process die without `close()`."""
         self.llm = self._start()
         self.version = 0
         self.lora_request: Any = None
@@ -169,7 +173,12 @@ class VLLMEngine(RolloutEngine):
         if self.on_gpu:
             kwargs.update(gpu_memory_utilization=s.gpu_memory_utilization, tensor_parallel_size=s.tensor_parallel_size,
                           enable_sleep_mode=s.sleep_between_phases)
-        return LLM(**kwargs)
+        before = child_pids()
+        llm = LLM(**kwargs)
+        spawned = child_pids() - before
+        if spawned:  # the engine core (and its helpers) in child processes: stopped even if we are killed
+            self.guard = OrphanGuard(spawned, [self._sockets] if getattr(self, "_sockets", None) else [])
+        return llm
 
     # ------------------------------------------------------------------ generation
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
@@ -302,6 +311,9 @@ class VLLMEngine(RolloutEngine):
                 shutdown()
             del llm
             gc.collect()
+        guard, self.guard = getattr(self, "guard", None), None
+        if guard is not None:
+            guard.close()
         shutil.rmtree(self.work_dir, ignore_errors=True)
         sockets = getattr(self, "_sockets", None)
         if sockets:
