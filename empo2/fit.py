@@ -151,7 +151,7 @@ def announce_resume_changes(cfg: Config) -> None:
     follow, say in one line what applies from now on (`empo2.resume_changes`)."""
     from omegaconf import OmegaConf
 
-    from empo2.resume_changes import check_resume_changes
+    from empo2.resume_changes import check_resume_changes, resume_caveat
 
     saved_path = cfg.run_dir / "config.yaml"
     if not saved_path.is_file():
@@ -164,6 +164,9 @@ def announce_resume_changes(cfg: Config) -> None:
     applied = check_resume_changes(saved, to_dict(cfg), str(saved_path))  # type: ignore[arg-type]
     if applied and launcher_rank() == 0:
         print(f"resume: applying changed {'; '.join(applied)}", file=sys.stderr)
+    caveat = resume_caveat(cfg.trainer.get("strategy"))
+    if caveat and launcher_rank() == 0:
+        print(caveat, file=sys.stderr)
 
 
 def build_loggers(cfg: Config, run_dir: Path, resume_epoch: int | None = None) -> list[Any]:

@@ -79,3 +79,16 @@ def check_resume_changes(saved: dict[str, Any], new: dict[str, Any], saved_path:
             f"{shown}); resume with the saved values, or start a new run under another name=..."
         )
     return [f"{k}: {old!r} -> {new_value!r}" for k, (old, new_value) in changes.items()]
+
+
+INEXACT_RESUME = {
+    "fsdp": "resume: under trainer.strategy=fsdp (FSDP1) a resumed run is known not to repeat the uninterrupted "
+            "run exactly (GPU suite, 2026-11-26: iteration 1's rollouts differed; cause not found); training "
+            "continues from the checkpoint, and trainer.strategy=fsdp2 resumes exactly",
+}
+"""Strategies whose resume is measured to differ from an uninterrupted run, and what to say about it."""
+
+
+def resume_caveat(strategy: Any) -> str | None:
+    """The line a resume under `strategy` prints before it starts, or None when its resume is exact."""
+    return INEXACT_RESUME.get(str(strategy)) if strategy is not None else None

@@ -41,3 +41,12 @@ def test_refused_change_leaves_the_run_untouched_and_lr_change_applies(warm_mode
     assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["lr"] == 0.00123  # says what ran
     assert yaml.safe_load((run / "config.1.yaml").read_text())["optim"]["lr"] == to_dict(
         load_config(None, tiny_overrides(warm_model, tmp_path)))["optim"]["lr"]
+
+
+def test_a_resume_under_fsdp1_says_it_is_not_exact():
+    from empo2.resume_changes import resume_caveat
+
+    assert resume_caveat("fsdp").startswith("resume: under trainer.strategy=fsdp (FSDP1)")
+    assert "fsdp2 resumes exactly" in resume_caveat("fsdp")
+    for exact in ("ddp", "fsdp2", "auto", None):  # measured exact (2 CPU processes), or one process
+        assert resume_caveat(exact) is None
