@@ -78,6 +78,11 @@ def variant_config(cfg: Config, name: str) -> Config:
     return out
 
 
+def trains(cfg: Config, method: str) -> bool:
+    """True for the methods that run `fit` before they are scored (variants are EMPO²)."""
+    return method in TRAINED or method in cfg.compare.variants
+
+
 def method_config(cfg: Config, method: str, task: str | None, seed: int, warm: Path | None = None) -> Config:
     """The config of one method on one task and seed (its own run folder); `warm`: the harness's
     warm-started policy every method but naive starts from. A `compare.variants` name trains as
@@ -162,7 +167,7 @@ def run_method(cfg: Config, method: str) -> dict:
         return {"return": rows[-1]["return"], "success_rate": rows[-1]["success_rate"],
                 "curve": [r["return"] for r in rows]}
     curve: list[float] = []
-    if method in TRAINED or method in cfg.compare.variants:
+    if trains(cfg, method):
         fit(cfg)
         curve = training_curve(cfg.run_dir)
         cfg.ckpt_path = "last"
@@ -286,8 +291,7 @@ def compare(cfg: Config) -> tuple[list[dict], Path]:
                 if (method, label, str(seed)) in done:
                     continue
                 mcfg = method_config(cfg, method, task, seed, warm)
-                trains = method in TRAINED or method in cfg.compare.variants
-                if trains and (mcfg.run_dir / "checkpoints" / "last.ckpt").is_file():
+                if trains(cfg, method) and (mcfg.run_dir / "checkpoints" / "last.ckpt").is_file():
                     # A training cell that was stopped continues from its last iteration (the
                     # experiment's config is the one it started under: check_same_experiment).
                     mcfg.ckpt_path = "last"

@@ -89,7 +89,6 @@ class OrphanGuard:
             # Its own session: a terminal's signals to the owner's process group do not reach it.
             self.watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, *args], stdin=subprocess.PIPE,
                                              start_new_session=True)
-        self.guarded = args
 
     @property
     def armed(self) -> bool:
