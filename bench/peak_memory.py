@@ -1,11 +1,12 @@
 """Peak memory: real runs before/after token-budget micro-batches, and peak memory vs token budget.
 
-Part 1 runs `empo2.fit` on real configs in child processes, twice each in one run of this script:
-"rows" cuts micro-batches by `optim.micro_batch_size` rows only (what the trainer did before the
-token budget existed: an unbounded `optim.max_tokens_per_micro_batch`), "tokens" uses the shipped
-defaults. For each it prints the whole process's peak RSS (from the kernel's accounting of the
-child), the per-phase peaks the run logged (`memory/*_peak_rss_mb`) and the update / old-log-prob
-time summed over iterations.
+Part 1 runs `empo2.fit` on real configs in child processes, three times each in one run of this
+script: "rows, fp32" cuts micro-batches by `optim.micro_batch_size` rows only (what the trainer did
+before the token budget existed: an unbounded `optim.max_tokens_per_micro_batch`) and computes in
+float32 without activation checkpointing; "tokens, fp32" adds the token budget; "shipped" is the
+config as it ships (token budget, bf16 compute, activation checkpointing). For each it prints the
+whole process's peak RSS (from the kernel's accounting of the child), the per-phase peaks the run
+logged (`memory/*_peak_rss_mb`) and the update / old-log-prob time summed over iterations.
 
 Part 2 isolates the update: the embedded model (LoRA, fp32) runs forward+backward over 16 rows in
 micro-batches of a given token budget, once with short prompts and once with long ones, each in a
@@ -22,7 +23,17 @@ threshold of 4 MB or 1 MB (blocks at least that large come from and go back to t
 1 MB with transparent huge pages for those blocks. Peak above the warmed-up process, and seconds
 per forward+backward (the ratio to the default is the price of each setting).
 
-    python bench/peak_memory.py [--part runs|budget|saved|allocator|all] [--iterations 2] [--runs "quickstart" ...]
+Part 5 is the lever the CPU configs use: the same row and passes, in fresh processes, in float32 or
+under bf16 autocast, each with and without activation checkpointing (`model.gradient_checkpointing`,
+which keeps only each layer's input and recomputes the layer in backward).
+
+Part 6 (`--part cuda`, needs a CUDA GPU; not in `all`) repeats part 5 on the GPU for a row of 1,036
+tokens (the CPU configs' budget) and one of 4,532 (the paper's), with the embedded model's
+architecture at random weights: CUDA peak above the loaded weights and milliseconds per
+forward+backward. Under the padding mask in float32, sdpa on CUDA falls back to a kernel that keeps
+each layer's [heads, T, T] scores, which the longer row shows.
+
+    python bench/peak_memory.py [--part runs|budget|saved|allocator|precision|cuda|all] [--iterations 2] [--runs "quickstart" ...]
 """
 
 from __future__ import annotations
@@ -43,8 +54,10 @@ RUNS = {
                        "rollout.tasks_per_iteration=2", "rollout.group_size=2", "memory.tip_max_tokens=16"],
     "quickstart": ["--config", "conf/quickstart.yaml"],
     "sciworld_cpu": ["--config", "conf/sciworld_cpu.yaml", "eval.val_every=0"],
+    "webshop_cpu": ["--config", "conf/webshop_cpu.yaml", "eval.val_every=0"],
 }
-SETTINGS = {"rows": ["optim.max_tokens_per_micro_batch=1000000"], "tokens": []}
+FP32 = ["trainer.precision=32-true", "model.gradient_checkpointing=false"]
+SETTINGS = {"rows, fp32": ["optim.max_tokens_per_micro_batch=1000000", *FP32], "tokens, fp32": FP32, "shipped": []}
 
 
 def run_fit(args: list[str], out_dir: Path, name: str, iterations: int) -> dict[str, float]:
@@ -75,7 +88,8 @@ def part_runs(iterations: int, only: list[str] | None = None) -> None:
             if only and run not in only:
                 continue
             for setting, extra in SETTINGS.items():
-                m = run_fit(args + extra, Path(tmp), f"{run.replace(' ', '_').replace('=', '')}-{setting}", iterations)
+                slug = "".join(c if c.isalnum() else "_" for c in f"{run}-{setting}")
+                m = run_fit(args + extra, Path(tmp), slug, iterations)
                 phases = " | ".join(f"{m.get(f'memory/{p}_peak_rss_mb', float('nan')):.0f}"
                                     for p in ("rollout", "tips", "old_logprob", "update"))
                 print(f"| {run} | {setting} | {m['process_peak_rss_mb']:.0f} | {phases} | "
@@ -170,6 +184,97 @@ for _ in range(3):
     response_logprobs(model, batch).sum().backward()
 print(peak.rss_mb() - base, (time.perf_counter() - t0) / 3)
 """
+PRECISION_CHILD = r"""
+import contextlib, sys, time, torch
+from empo2.config import load_config
+from empo2.models import build_policy
+from empo2.peak_memory import PeakMemory
+from empo2.token_batch import build_batch, response_logprobs
+bf16, recompute = sys.argv[1] == "bf16", sys.argv[2] == "true"
+model = build_policy(load_config(None, [f"model.gradient_checkpointing={sys.argv[2]}"]).model, 0).train()
+batch = build_batch("padded", [list(range(5, 5 + 1024))], [[7] * 12], 0)
+compute = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+def step():
+    with compute():
+        logp = response_logprobs(model, batch)
+    logp.sum().backward()
+step()  # warm-up
+peak = PeakMemory()
+peak.reset()
+base = peak.rss_mb()
+t0 = time.perf_counter()
+for _ in range(3):
+    step()
+print(peak.rss_mb() - base, (time.perf_counter() - t0) / 3)
+"""
+
+
+def part_precision() -> None:
+    print("## one row of 1,036 tokens, forward+backward, by compute dtype and activation checkpointing")
+    print("| compute | activation checkpointing | peak above base (MB) | s per forward+backward | time ratio |")
+    print("|---|---|---|---|---|")
+    first = None
+    for dtype in ("fp32", "bf16"):
+        for recompute in ("false", "true"):
+            out = subprocess.run([sys.executable, "-c", PRECISION_CHILD, dtype, recompute], cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout.split()
+            mb, secs = float(out[-2]), float(out[-1])
+            first = first or secs
+            print(f"| {dtype} | {recompute} | {mb:.0f} | {secs:.2f} | {secs / first:.2f} |", flush=True)
+
+
+CUDA_CHILD = r"""
+import contextlib, tempfile, time, torch
+from transformers import AutoConfig, AutoModelForCausalLM
+from empo2.config import load_config
+from empo2.models import build_policy, embedded_dir, load_tokenizer
+from empo2.token_batch import build_batch, response_logprobs
+source, folder = embedded_dir("smollm2-135m-instruct"), tempfile.mkdtemp()
+torch.manual_seed(0)
+AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source)).save_pretrained(folder)
+load_tokenizer(str(source)).save_pretrained(folder)
+for tokens in (1036, 4532):
+    for bf16 in (False, True):
+        for recompute in (False, True):
+            cfg = load_config(None, [f"model.name_or_path={folder}", f"model.gradient_checkpointing={recompute}"])
+            model = build_policy(cfg.model, 0).cuda().train()
+            batch = build_batch("padded", [list(range(5, 5 + tokens - 12))], [[7] * 12], 0).to("cuda")
+            compute = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+            def step():
+                with compute():
+                    logp = response_logprobs(model, batch)
+                logp.sum().backward()
+            step()
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            for _ in range(5):
+                step()
+            torch.cuda.synchronize()
+            mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+            print("ROW", tokens, "bf16" if bf16 else "fp32", str(recompute).lower(), mb, (time.perf_counter() - t0) / 5 * 1000)
+            del model, batch
+            torch.cuda.empty_cache()
+"""
+
+
+def part_cuda() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("## cuda: skipped (no CUDA GPU here)")
+        return
+    print(f"## one row, forward+backward on {torch.cuda.get_device_name()} (embedded architecture, random weights, LoRA)")
+    print("| row tokens | compute | activation checkpointing | CUDA peak above weights (MB) | MB per token | ms per forward+backward |")
+    print("|---|---|---|---|---|---|")
+    out = subprocess.run([sys.executable, "-c", CUDA_CHILD], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("ROW "):
+            _, tokens, dtype, recompute, mb, ms = line.split()
+            print(f"| {tokens} | {dtype} | {recompute} | {float(mb):.0f} | {float(mb) / int(tokens):.3f} | {float(ms):.1f} |")
+
+
 ALLOCATORS = {
     "glibc default (dynamic mmap threshold)": "",
     "mmap threshold 4 MB": "glibc.malloc.mmap_threshold=4194304",
@@ -194,7 +299,8 @@ def part_allocator() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("runs", "budget", "saved", "allocator", "all"), default="all")
+    parser.add_argument("--part", choices=("runs", "budget", "saved", "allocator", "precision", "cuda", "all"),
+                        default="all")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--runs", nargs="*", choices=list(RUNS), help="only these real runs (default: all)")
     args = parser.parse_args()
@@ -206,6 +312,10 @@ def main() -> None:
         part_saved()
     if args.part in ("allocator", "all"):
         part_allocator()
+    if args.part in ("precision", "all"):
+        part_precision()
+    if args.part == "cuda":
+        part_cuda()
 
 
 if __name__ == "__main__":

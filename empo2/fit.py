@@ -31,6 +31,7 @@ from typing import Any
 from empo2.checkpoint import checkpoint_epoch, resolve_ckpt, saved_store_versions
 from empo2.cli import Command, run_command
 from empo2.config import Config, ConfigError, to_dict, to_yaml
+from empo2.cpu_precision import cpu_bf16_caveat
 from empo2.models import resolve
 
 
@@ -255,6 +256,9 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
     resolve(cfg.model.name_or_path)  # a model that cannot load fails here too, before the run dir is touched
     resolve(cfg.model.weights)
     run_dir = prepare_run_dir(cfg)
+    caveat = cpu_bf16_caveat(cfg.trainer)
+    if caveat and launcher_rank() == 0:
+        print(caveat, file=sys.stderr)
     if cfg.ckpt_path is None and cfg.memory.init_from:
         seed_memory(Path(cfg.memory.init_from), run_dir)
     if cfg.ckpt_path == "last" and resume_epoch is not None:

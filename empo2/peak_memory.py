@@ -114,5 +114,6 @@ def out_of_memory_hint(budget_tokens: int) -> Iterator[None]:
         raise MemoryError(
             f"out of memory in a micro-batch of up to {budget_tokens} tokens: lower "
             f"optim.max_tokens_per_micro_batch (and rollout.max_prompt_tokens, which bounds one row), or set "
-            f"model.gradient_checkpointing=true"
+            f"model.gradient_checkpointing=true, or compute in bf16 (trainer.precision=bf16-mixed; "
+            f"sharding.mixed_precision=bf16 under fsdp/fsdp2)"
         ) from err

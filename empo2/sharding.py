@@ -117,18 +117,20 @@ def shard_policy(policy: torch.nn.Module, strategy: Any, cfg: Any) -> torch.nn.M
 
 
 def fsdp1_refusal(policy: torch.nn.Module, mixed_precision: str) -> str | None:
-    """Why FSDP1 cannot train this policy, or None. LoRA on a model whose output layer shares the
-    input embedding (`tie_word_embeddings`), computed in float32: FSDP1's `use_orig_params` path (which
-    LoRA needs, frozen and trainable weights sharing flat parameters) fails an internal assertion on
-    the shared weight at the first reshard after a forward (measured on one H100/H200, PyTorch 2.11).
-    The same policy under bf16 compute, full fine-tuning, or an untied model ran."""
-    config = getattr(unwrapped(policy), "config", None)
-    tied = bool(getattr(config, "tie_word_embeddings", False))
+    """Why FSDP1 cannot train this policy, or None. LoRA (frozen and trainable weights sharing FSDP1's
+    flat parameters through `use_orig_params`), measured on one H100 with PyTorch 2.11: in float32
+    on a model with tied input/output embeddings it fails an internal assertion on the shared weight;
+    on an untied model it trains, but not the update one process takes (the gradient norms of four
+    SGD steps summed to 3.342 against 3.509; full fine-tuning matched to 1e-5). bf16 compute ran but
+    was never compared with one process. FSDP2 shards each weight on its own, and its LoRA update
+    equals one process's (tests/test_sharding.py), so LoRA goes there. `mixed_precision` is kept in
+    the signature for the message and for shapes a later measurement clears."""
     lora = any(p.requires_grad for p in policy.parameters()) and not all(p.requires_grad for p in policy.parameters())
-    if lora and tied and mixed_precision == "none":
-        return ("trainer.strategy=fsdp with LoRA on a model with tied input/output embeddings needs "
-                "sharding.mixed_precision=bf16: in float32, PyTorch's FSDP1 fails on the shared weight; "
-                "or use trainer.strategy=fsdp2")
+    if lora:
+        return ("trainer.strategy=fsdp (FSDP1) with LoRA is refused: measured on a GPU, it fails on tied "
+                "embeddings and takes a different update from one process on an untied model"
+                f"{' (sharding.mixed_precision=' + mixed_precision + ' was not compared)' if mixed_precision != 'none' else ''}; "
+                "use trainer.strategy=fsdp2, or full fine-tuning (model.lora.enabled=false)")
     return None
 
 
@@ -173,13 +175,15 @@ def gathered_weights(policy: torch.nn.Module, trainable_only: bool) -> dict[str,
     from torch.distributed.tensor import DTensor
 
     if is_fsdp1(policy):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        # Not the full state dict: under LoRA in float32 its post-hook asserts that the root unit's
+        # frozen weights (embeddings, final norm) are in a dict that lacks them (measured on one H100,
+        # PyTorch 2.11). Unsharding the parameters themselves needs no state-dict machinery, and
+        # `named_parameters` names a tied weight once, as the unsharded branch does.
+        from torch.distributed.fsdp import FullyShardedDataParallel
 
-        state = get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True))
-        # The state dict also names a tied weight's second home (`lm_head.weight` beside the input
-        # embedding) and buffers; keep what `named_parameters` names, as the unsharded branch does.
-        keep = {clean_parameter_name(n) for n, p in policy.named_parameters() if p.requires_grad or not trainable_only}
-        return {k: v for k, v in state.items() if k in keep}
+        with FullyShardedDataParallel.summon_full_params(policy, writeback=False):
+            return {clean_parameter_name(n): p.detach().clone()
+                    for n, p in policy.named_parameters() if p.requires_grad or not trainable_only}
     return {
         name: p.full_tensor() if isinstance(p, DTensor) else p.detach()
         for name, p in policy.named_parameters() if p.requires_grad or not trainable_only

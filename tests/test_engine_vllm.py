@@ -161,6 +161,7 @@ def test_short_fit_with_the_vllm_engine(tmp_path):
     cfg = load_config(Path(__file__).parents[1] / "conf" / "quickstart.yaml", [
         f"out_dir={tmp_path}", "name=v", "engine.kind=vllm", "trainer.max_epochs=2", "logging.progress_bar=false",
         "rollout.group_size=2", "mode.p=1.0", "mode.q=0.5", "mode.granularity=group", "engine.verify_tolerance=1e-3",
+        "trainer.precision=32-true",  # the engine computes in float32: the trainer must too for a 1e-3 gap
     ])
     fit(cfg)
     with (tmp_path / "v" / "logs" / "metrics.csv").open() as fh:
@@ -186,6 +187,7 @@ def test_webshop_fit_with_the_vllm_engine(tmp_path):
         f"out_dir={tmp_path}", "name=w", "engine.kind=vllm", "trainer.max_epochs=1", "logging.progress_bar=false",
         "rollout.group_size=2", "rollout.max_new_tokens=32", "env.options.max_turns=2", "eval.val_every=0",
         f"env.options.index_dir={tmp_path / 'index'}", "memory.tip_max_tokens=16", "mode.p=0",
+        "trainer.precision=32-true",  # the engine computes in float32: the trainer must too for a 1e-2 gap
     ])
     fit(cfg)
     assert "bm25s" in sys.modules and "llvmlite.binding" not in sys.modules

@@ -34,7 +34,8 @@ def test_vllm_beside_every_rank_of_two_processes(tmp_path, strategy, lora, resum
                 f"model.lora.enabled={str(lora).lower()}", "optim.lr=1e-4", "logging.progress_bar=false",
                 "rollout.tasks_per_iteration=2", "rollout.group_size=4", "mode.p=1.0", "mode.q=0.5",
                 "mode.granularity=group", "env.train_instances=[find/0,find/1]", "memory.tip_max_tokens=16",
-                "engine.verify_tolerance=1e-3", "engine.cpu_kv_cache_gb=1", "env.max_turns=3", *extra]
+                "engine.verify_tolerance=1e-3", "engine.cpu_kv_cache_gb=1", "env.max_turns=3",
+                "trainer.precision=32-true", *extra]  # float32 like the engine (and fsdp2 refuses *-mixed)
 
     fit_processes(over("straight"), timeout=1800)
     run = tmp_path / "straight"

@@ -33,7 +33,8 @@ def test_out_of_memory_names_the_knobs(error):
             raise error
     assert str(caught.value) == (
         "out of memory in a micro-batch of up to 2048 tokens: lower optim.max_tokens_per_micro_batch (and "
-        "rollout.max_prompt_tokens, which bounds one row), or set model.gradient_checkpointing=true")
+        "rollout.max_prompt_tokens, which bounds one row), or set model.gradient_checkpointing=true, or compute in "
+        "bf16 (trainer.precision=bf16-mixed; sharding.mixed_precision=bf16 under fsdp/fsdp2)")
 
 
 def test_other_errors_pass_through():

@@ -154,9 +154,9 @@ def test_fsdp2_lora_adapters_saved_whole(warm_model, tmp_path):
     assert all(torch.equal(loaded[k], saved[k]) for k in adapters)
 
 
-def test_fsdp1_refuses_lora_on_tied_embeddings_in_float32(tiny_model, tmp_path):
-    """The one FSDP1 shape measured to fail on a GPU is refused with the fix in the message; the
-    shapes that ran are let through."""
+def test_fsdp1_refuses_lora(tiny_model, tmp_path):
+    """FSDP1 + LoRA, measured on a GPU to fail (tied embeddings) or to take another update than one
+    process (untied), is refused with the way out in the message; full fine-tuning is let through."""
     from empo2.models import build_tiny
     from empo2.sharding import fsdp1_refusal
 
@@ -166,9 +166,9 @@ def test_fsdp1_refuses_lora_on_tied_embeddings_in_float32(tiny_model, tmp_path):
         cfg = load_config(None, [f"model.name_or_path={model}", f"model.lora.enabled={lora}", "model.lora.r=4"])
         return build_policy(cfg.model, cfg.seed)
 
-    tied_lora = policy(tiny_model, True)
-    assert "sharding.mixed_precision=bf16" in fsdp1_refusal(tied_lora, "none")
-    assert fsdp1_refusal(tied_lora, "bf16") is None
+    for lora_policy in (policy(tiny_model, True), policy(untied, True)):  # tied and untied: both measured wrong
+        for precision in ("none", "bf16"):
+            assert "use trainer.strategy=fsdp2" in fsdp1_refusal(lora_policy, precision)
     assert fsdp1_refusal(policy(tiny_model, False), "none") is None
-    assert fsdp1_refusal(policy(untied, True), "none") is None
+    assert fsdp1_refusal(policy(untied, False), "bf16") is None
     assert fsdp1_refusal(policy(tiny_model, False).requires_grad_(False), "none") is None  # a frozen reference
