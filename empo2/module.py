@@ -306,8 +306,8 @@ class EMPO2Module(L.LightningModule):
         return sharding.clip_grad_norm(self.policy, params, max_norm)
 
     def update_metrics(self) -> dict[str, float]:
-        """The iteration's update statistics (called at the end of the epoch)."""
-        s = self._stats
+        """The iteration's update statistics over all ranks (called by every rank at the end of the epoch)."""
+        s = defaultdict(float, combine_rank_stats(D.gather_objects(dict(self._stats))))
         steps = max(s["steps"], 1)
         tokens = max(s["counted_tokens"], 1)
         return {
@@ -339,6 +339,20 @@ class EMPO2Module(L.LightningModule):
                 raise RuntimeError(f"ranks hold different weights after iteration {self.current_epoch} (gap {gap})")
             metrics["train/rank_weight_gap"] = gap
         self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=self.trainer.world_size > 1)
+
+
+RANK_SHARED_STATS = frozenset({"steps", "grad_norm_sum", "counted_tokens", "ratio_max", "update_s"})
+"""Update statistics that every rank holds alike (optimizer steps, the norm of the summed gradient,
+the token count over all ranks) or whose whole-run value is the largest rank's (the largest ratio,
+wall time). Every other statistic is this rank's share of a sum."""
+
+
+def combine_rank_stats(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """The update statistics of all ranks together: shares summed, the rest the largest rank's. A
+    rank's own ratio mean must not count as one equal vote: a rank without rows would pull the mean
+    halfway to 0, and each rank's share of the token-mean loss is a part of the loss, not a copy."""
+    keys = set().union(*per_rank)
+    return {k: (max if k in RANK_SHARED_STATS else sum)(r.get(k, 0.0) for r in per_rank) for k in keys}
 
 
 def resolve_token_layout(choice: str, policy: torch.nn.Module) -> str:

@@ -7,6 +7,7 @@ import torch
 
 from empo2.config import load_config
 from empo2.fit import fit
+from empo2.module import combine_rank_stats
 
 from conftest import tiny_overrides
 
@@ -28,6 +29,20 @@ def test_first_update_sees_ratio_one(warm_model, tmp_path, precision, recompute)
     assert float(row["train/ratio_mean"]) == pytest.approx(1.0, abs=1e-6)
     assert float(row["train/clip_frac"]) == 0.0
     assert float(row["train/grad_norm"]) > 0
+
+
+def test_rank_stats_combine_shares_not_means():
+    # Rank 0 trained 6 tokens (ratios summing to 6.3, 2 clipped), rank 1 none (it had no rows). Both
+    # took the same 2 optimizer steps over the 6 tokens of all ranks; rank 0 ran 3.0 s, rank 1 1.0 s.
+    busy = {"steps": 2, "grad_norm_sum": 1.5, "counted_tokens": 6, "ratio_max": 1.2, "update_s": 3.0,
+            "ratio_sum": 6.3, "clipped": 2, "loss_sum": -0.25, "real_tokens": 40}
+    idle = {"steps": 2, "grad_norm_sum": 1.5, "counted_tokens": 6, "ratio_max": 0.0, "update_s": 1.0,
+            "loss_sum": 0.0, "real_tokens": 0}
+    both = combine_rank_stats([busy, idle])
+    assert both == {"steps": 2, "grad_norm_sum": 1.5, "counted_tokens": 6, "ratio_max": 1.2, "update_s": 3.0,
+                    "ratio_sum": 6.3, "clipped": 2, "loss_sum": -0.25, "real_tokens": 40}
+    assert both["ratio_sum"] / both["counted_tokens"] == pytest.approx(1.05)  # a mean of rank means said 0.525
+    assert combine_rank_stats([busy]) == busy
 
 
 @pytest.mark.slow
