@@ -100,3 +100,33 @@ def test_auto_engine_choice(monkeypatch):
     assert resolve_kind("auto", lora=False, gpu=False) == "vllm"
     assert resolve_kind("auto", lora=True, gpu=True) == "vllm"
     assert resolve_kind("auto", lora=True, gpu=False) == "hf"  # CPU LoRA kernels are slower than HF
+
+
+def test_compute_dtype_follows_the_trainer():
+    from empo2.engines.hf import compute_dtype
+
+    assert compute_dtype("bf16-mixed", "none") is torch.bfloat16
+    assert compute_dtype("16-mixed", "none") is torch.float16
+    assert compute_dtype("32-true", "bf16") is torch.bfloat16  # fsdp/fsdp2 compute dtype
+    assert compute_dtype(None, "none") is None and compute_dtype("32-true", "none") is None
+
+
+def test_generation_runs_under_the_trainers_autocast(tiny_model, tokenizer):
+    # The first sampled token's log-prob comes from the prompt's forward: under compute=bf16 it must
+    # be the bf16-autocast scoring of that token (the same forward: equal to float32 round-off, 1e-5),
+    # while float32 scoring differs from it by bf16's rounding, here at least 10x that on one of
+    # three prompts (the inputs are fixed, so this is a property of them, not of a draw).
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    engine = HFEngine(model, tokenizer, compute=torch.bfloat16)
+    apart = []
+    for i, prompt in enumerate(_prompts(tokenizer)):
+        torch.manual_seed(i)
+        gen = engine.generate([prompt], SamplingParams(max_new_tokens=1, temperature=1.0, stop=[]))[0]
+        batch = pack([prompt], [gen.token_ids], tokenizer.pad_token_id)
+        with torch.no_grad():
+            fp32 = response_logprobs(model, batch)[0, 0].item()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                bf16 = response_logprobs(model, batch)[0, 0].item()
+        assert abs(gen.logprobs[0] - bf16) < 1e-5
+        apart.append(abs(bf16 - fp32))
+    assert max(apart) > 1e-4
