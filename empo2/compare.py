@@ -235,8 +235,8 @@ def write_outputs(results: list[dict], out_dir: Path, title: str, curves: list[d
                     by_method.setdefault(c["method"], {}).setdefault(str(c["seed"]), []).append(float(c["return"]))
             name = "curves.png" if len({c["task"] for c in curves}) == 1 else f"curves-{task}.png"
             seed_band_curves({m: list(runs.values()) for m, runs in by_method.items()}, out_dir / name,
-                             ylabel="mean return per iteration (training rollouts; reflexion: test)",
-                             title=f"{title}: {task}, mean ± std over seeds")
+                             ylabel="mean return per iteration\n(training rollouts; reflexion: test)",
+                             title=f"{title}\n{task}: mean ± std over seeds")
     return out_dir / "summary.md"
 
 

@@ -155,7 +155,7 @@ def seed_band_curves(curves: dict[str, list[list[float]]], out_png: str | Path, 
         mean = [sum(c) / len(c) for c in cols]
         std = [math.sqrt(sum((v - m) ** 2 for v in c) / (len(c) - 1)) if len(c) > 1 else 0.0 for c, m in zip(cols, mean)]
         xs = list(range(n))
-        line, = ax.plot(xs, mean, marker="o", markersize=3, label=f"{name} ({len(runs)} seeds)")
+        line, = ax.plot(xs, mean, marker="o", markersize=3, label=f"{name} ({len(runs)} seed{'s' if len(runs) != 1 else ''})")
         ax.fill_between(xs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                         color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("iteration")
