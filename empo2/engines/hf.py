@@ -14,7 +14,7 @@ only for longer stop strings.
 Compute dtype: generation runs under the same autocast as the trainer's forwards (bf16 under
 `trainer.precision=bf16-mixed` or `sharding.mixed_precision=bf16`), so the sampling distribution is
 the one the trainer scores (old log-probs are taken under that precision too) and, on CPUs with
-bf16 instructions, generation takes about half the time of float32.
+bf16 instructions, generation takes 0.5-0.75x the time of float32 (BENCHMARKS.md).
 
 Sharded policies (fsdp, fsdp2) cannot generate: each forward is a collective and the ranks' episodes
 differ in length. There the engine keeps an unsharded replica and `sync_weights` copies the gathered
