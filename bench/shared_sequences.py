@@ -121,10 +121,10 @@ def measure(cfg, rows: list[TrainingRow], sequences: str, out_dir: str) -> dict[
     vocab, d = base.get_input_embeddings().weight.shape
     n_body = sum(p.numel() for p in base.parameters()) - vocab * d
     response_tokens = sum(len(r.response_ids) for r in flat)
-    forward = 2 * n_body * s["real_tokens"] + 2 * vocab * d * response_tokens
+    forward = 2 * n_body * s.real_tokens + 2 * vocab * d * response_tokens
     flops = forward * (1 + (1.0 if cfg.model.lora.enabled else 2.0))
     return {"sequences": len(segs), "tokens": sum(len(seg.sequence) for seg in segs), "old_s": old_s,
-            "update_s": s["update_s"], "update_tokens": s["real_tokens"], "flops": flops / max(s["update_s"], 1e-9)}
+            "update_s": s.update_s, "update_tokens": s.real_tokens, "flops": flops / max(s.update_s, 1e-9)}
 
 
 def report(shape: str, rows: list[TrainingRow], results: dict[str, dict[str, float]], peak: float) -> None:

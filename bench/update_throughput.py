@@ -38,7 +38,7 @@ class UpdateStats(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         dm = trainer.datamodule
-        self.iterations.append({"stats": dict(pl_module._stats), "rows": dm.build_rows(dm.episodes, pl_module.tokenizer)})
+        self.iterations.append({"stats": pl_module._stats.as_dict(), "rows": dm.build_rows(dm.episodes, pl_module.tokenizer)})
 
 
 def matmul_flops(n: int = 2048, repeats: int = 10) -> float:

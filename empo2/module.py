@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
 from contextlib import nullcontext
 from typing import Any, Sequence
 
@@ -32,6 +31,7 @@ from empo2 import sharding
 from empo2.peak_memory import PeakMemory, out_of_memory_hint
 from empo2.token_batch import build_batch, build_span_batch, micro_batches, response_logprobs
 from empo2.training_rows import Segment, chain_groups
+from empo2.update_stats import UpdateStats
 
 
 class EMPO2Module(L.LightningModule):
@@ -47,7 +47,7 @@ class EMPO2Module(L.LightningModule):
         self.kl_fn = KL_ESTIMATORS.get(cfg.algo.kl_estimator)
         self._frozen: dict[str, torch.nn.Module] = {}
         """The reference policy of full fine-tuning (kept out of the state dict and checkpoints)."""
-        self._stats: dict[str, float] = defaultdict(float)
+        self._stats = UpdateStats()
         self.peak = PeakMemory()
         self.token_layout = "padded"
         """The micro-batch layout in use (`optim.token_layout`, resolved when the model is built)."""
@@ -194,7 +194,7 @@ class EMPO2Module(L.LightningModule):
             group.update({k: v for k, v in wanted.items() if k in group})
 
     def on_train_epoch_start(self) -> None:
-        self._stats = defaultdict(float)
+        self._stats = UpdateStats()
         self.peak.reset()  # the data phase (rollout, tips, old log-probs) has ended: the update's own peak
 
     def training_step(self, segments: list[Segment], batch_idx: int) -> None:
@@ -221,12 +221,12 @@ class EMPO2Module(L.LightningModule):
         opt.step()
         opt.zero_grad(set_to_none=True)
         s = self._stats
-        s["loss_sum"] += loss_value
-        s["grad_norm_sum"] += grad_norm
-        s["steps"] += 1
-        s["response_tokens"] += sum(len(r.response_ids) for seg in segments for r in seg.rows)
-        s["counted_tokens"] += total_tokens
-        s["update_s"] += time.perf_counter() - t0
+        s.loss_sum += loss_value
+        s.grad_norm_sum += grad_norm
+        s.steps += 1
+        s.response_tokens += sum(len(r.response_ids) for seg in segments for r in seg.rows)
+        s.counted_tokens += total_tokens
+        s.update_s += time.perf_counter() - t0
 
     def _accumulate_gradients(self, segments: list[Segment], chunks: list[list[int]], scale: float,
                               total_tokens: float) -> float:
@@ -254,22 +254,22 @@ class EMPO2Module(L.LightningModule):
                 logp, old, adv, mask, clip_low=a.clip_low, clip_high=a.clip_high,
                 dual_clip=a.dual_clip, log_ratio_clamp=a.log_ratio_clamp,
             )
-            s["masked_tokens"] += float(batch.response_mask.sum() - mask.sum())
+            s.masked_tokens += float(batch.response_mask.sum() - mask.sum())
             loss_sum = terms.loss_sum
             if a.kl_coef > 0:  # KL to the reference, token-mean over the same tokens as the policy loss
                 ref = torch.tensor([_pad(r.ref_logprobs, width) for r in mb], device=self.device)
                 kl_sum = (self.kl_fn(logp, ref) * mask).sum()
                 loss_sum = loss_sum + a.kl_coef * kl_sum
-                s["kl_sum"] += float(kl_sum.detach())
-                s["kl_tokens"] += float(mask.sum())
+                s.kl_sum += float(kl_sum.detach())
+                s.kl_tokens += float(mask.sum())
             self.manual_backward(loss_sum * scale)
             loss_value += float(loss_sum.detach()) / max(total_tokens, 1)
-            s["clipped"] += float(terms.clipped)
-            s["dual_clipped"] += float(terms.dual_clipped)
-            s["ratio_sum"] += float(terms.ratio_sum)
-            s["ratio_max"] = max(s["ratio_max"], float(terms.ratio_max))
-            s["real_tokens"] += batch.real_tokens
-            s["padded_tokens"] += batch.padded_tokens
+            s.clipped += float(terms.clipped)
+            s.dual_clipped += float(terms.dual_clipped)
+            s.ratio_sum += float(terms.ratio_sum)
+            s.ratio_max = max(s.ratio_max, float(terms.ratio_max))
+            s.real_tokens += batch.real_tokens
+            s.padded_tokens += batch.padded_tokens
         return loss_value
 
     def _disable_ddp_gradient_hooks(self) -> None:
@@ -307,23 +307,7 @@ class EMPO2Module(L.LightningModule):
 
     def update_metrics(self) -> dict[str, float]:
         """The iteration's update statistics over all ranks (called by every rank at the end of the epoch)."""
-        s = defaultdict(float, combine_rank_stats(D.gather_objects(dict(self._stats))))
-        steps = max(s["steps"], 1)
-        tokens = max(s["counted_tokens"], 1)
-        return {
-            "train/loss": s["loss_sum"] / steps,
-            "train/grad_norm": s["grad_norm_sum"] / steps,
-            "train/clip_frac": s["clipped"] / tokens,
-            "train/dual_clip_frac": s["dual_clipped"] / tokens,
-            "train/ratio_mean": s["ratio_sum"] / tokens,
-            "train/ratio_max": s["ratio_max"],
-            "train/optimizer_steps": s["steps"],
-            "train/masked_token_frac": s["masked_tokens"] / max(s["response_tokens"], 1),
-            "train/kl": s["kl_sum"] / max(s["kl_tokens"], 1),
-            "train/trained_tokens_per_s": s["real_tokens"] / max(s["update_s"], 1e-9),
-            "train/padding_share": 1.0 - s["real_tokens"] / max(s["padded_tokens"], 1),
-            "time/update_s": s["update_s"],
-        }
+        return UpdateStats.combine(D.gather_objects(self._stats)).metrics()
 
     def on_train_epoch_end(self) -> None:
         metrics = {"iteration": float(self.current_epoch)}
@@ -339,20 +323,6 @@ class EMPO2Module(L.LightningModule):
                 raise RuntimeError(f"ranks hold different weights after iteration {self.current_epoch} (gap {gap})")
             metrics["train/rank_weight_gap"] = gap
         self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=self.trainer.world_size > 1)
-
-
-RANK_SHARED_STATS = frozenset({"steps", "grad_norm_sum", "counted_tokens", "ratio_max", "update_s"})
-"""Update statistics that every rank holds alike (optimizer steps, the norm of the summed gradient,
-the token count over all ranks) or whose whole-run value is the largest rank's (the largest ratio,
-wall time). Every other statistic is this rank's share of a sum."""
-
-
-def combine_rank_stats(per_rank: list[dict[str, float]]) -> dict[str, float]:
-    """The update statistics of all ranks together: shares summed, the rest the largest rank's. A
-    rank's own ratio mean must not count as one equal vote: a rank without rows would pull the mean
-    halfway to 0, and each rank's share of the token-mean loss is a part of the loss, not a copy."""
-    keys = set().union(*per_rank)
-    return {k: (max if k in RANK_SHARED_STATS else sum)(r.get(k, 0.0) for r in per_rank) for k in keys}
 
 
 def resolve_token_layout(choice: str, policy: torch.nn.Module) -> str:

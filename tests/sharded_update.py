@@ -93,7 +93,7 @@ def main(out: str, strategy: str, devices: str, model_dir: str, lora: str, rows:
     trainer.fit(module, datamodule=FixedRows())
     weights = gathered_weights(module.policy, trainable_only=False)  # every rank joins the gather
     if trainer.global_rank == 0:
-        torch.save({"weights": {k: v.detach().cpu() for k, v in weights.items()}, "grad_norm_sum": module._stats["grad_norm_sum"]}, out)
+        torch.save({"weights": {k: v.detach().cpu() for k, v in weights.items()}, "grad_norm_sum": module._stats.grad_norm_sum}, out)
 
 
 if __name__ == "__main__":

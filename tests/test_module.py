@@ -7,7 +7,7 @@ import torch
 
 from empo2.config import load_config
 from empo2.fit import fit
-from empo2.module import combine_rank_stats
+from empo2.update_stats import UpdateStats
 
 from conftest import tiny_overrides
 
@@ -34,15 +34,19 @@ def test_first_update_sees_ratio_one(warm_model, tmp_path, precision, recompute)
 def test_rank_stats_combine_shares_not_means():
     # Rank 0 trained 6 tokens (ratios summing to 6.3, 2 clipped), rank 1 none (it had no rows). Both
     # took the same 2 optimizer steps over the 6 tokens of all ranks; rank 0 ran 3.0 s, rank 1 1.0 s.
-    busy = {"steps": 2, "grad_norm_sum": 1.5, "counted_tokens": 6, "ratio_max": 1.2, "update_s": 3.0,
-            "ratio_sum": 6.3, "clipped": 2, "loss_sum": -0.25, "real_tokens": 40}
-    idle = {"steps": 2, "grad_norm_sum": 1.5, "counted_tokens": 6, "ratio_max": 0.0, "update_s": 1.0,
-            "loss_sum": 0.0, "real_tokens": 0}
-    both = combine_rank_stats([busy, idle])
-    assert both == {"steps": 2, "grad_norm_sum": 1.5, "counted_tokens": 6, "ratio_max": 1.2, "update_s": 3.0,
-                    "ratio_sum": 6.3, "clipped": 2, "loss_sum": -0.25, "real_tokens": 40}
-    assert both["ratio_sum"] / both["counted_tokens"] == pytest.approx(1.05)  # a mean of rank means said 0.525
-    assert combine_rank_stats([busy]) == busy
+    busy = UpdateStats(steps=2, grad_norm_sum=1.5, counted_tokens=6, ratio_max=1.2, update_s=3.0,
+                       ratio_sum=6.3, clipped=2, loss_sum=-0.25, real_tokens=40, padded_tokens=50)
+    idle = UpdateStats(steps=2, grad_norm_sum=1.5, counted_tokens=6, update_s=1.0)
+    both = UpdateStats.combine([busy, idle])
+    assert both == busy  # the idle rank adds nothing and shares the step count, norm and token count
+    m = both.metrics()
+    assert m["train/ratio_mean"] == pytest.approx(1.05)  # a mean of the ranks' means said 0.525
+    assert m["train/clip_frac"] == pytest.approx(2 / 6) and m["train/loss"] == pytest.approx(-0.125)
+    assert m["train/grad_norm"] == pytest.approx(0.75) and m["train/padding_share"] == pytest.approx(0.2)
+    assert m["train/trained_tokens_per_s"] == pytest.approx(40 / 3.0)
+    halves = UpdateStats.combine([UpdateStats(steps=2, loss_sum=-0.1, ratio_sum=3.0, counted_tokens=6),
+                                  UpdateStats(steps=2, loss_sum=-0.15, ratio_sum=3.3, counted_tokens=6)])
+    assert halves.loss_sum == pytest.approx(-0.25) and halves.ratio_sum == pytest.approx(6.3)  # shares add
 
 
 @pytest.mark.slow
