@@ -32,7 +32,7 @@ from empo2 import distributed as D
 from empo2.config_error import ConfigError
 
 SHARDED_STRATEGIES = ("fsdp", "fsdp2")
-_COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def strategy_name(cfg: Any) -> str:
@@ -86,7 +86,7 @@ def layer_units(policy: torch.nn.Module) -> list[torch.nn.Module]:
 
 def shard_policy(policy: torch.nn.Module, strategy: Any, cfg: Any) -> torch.nn.Module:
     """Wrap the policy for the trainer's strategy (called from `configure_model`); others unchanged."""
-    compute = _COMPUTE_DTYPES.get(cfg.sharding.mixed_precision)
+    compute = COMPUTE_DTYPES.get(cfg.sharding.mixed_precision)
     if isinstance(strategy, ModelParallelStrategy):
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 

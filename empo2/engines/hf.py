@@ -32,13 +32,12 @@ from empo2.engines.base import ENGINES, Generation, RolloutEngine, SamplingParam
 
 
 _AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
-_SHARDED_COMPUTE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def compute_dtype(trainer_precision: object, sharding_mixed_precision: str) -> torch.dtype | None:
     """The autocast dtype the trainer's forwards run under, or None (weights' own dtype): Lightning's
     `*-mixed` precisions, or FSDP's compute dtype under `sharding.mixed_precision`."""
-    return _AUTOCAST.get(str(trainer_precision)) or _SHARDED_COMPUTE.get(sharding_mixed_precision)
+    return _AUTOCAST.get(str(trainer_precision)) or sharding.COMPUTE_DTYPES.get(sharding_mixed_precision)
 
 
 @ENGINES.register("hf")
