@@ -8,12 +8,14 @@ entries, oldest dropped first.
 
     python -m empo2.memory RUN_DIR                 # slots and their entry counts
     python -m empo2.memory RUN_DIR --slot find/3   # the best tips of one slot
+    python -m empo2.memory RUN_DIR --sample 8      # what the tips say: a summary and 8 random entries
 """
 
 from __future__ import annotations
 
 import argparse
 from collections import deque
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +34,39 @@ class Tip:
     step: int
 
 
+ACTION_MARK = "; the action at that step was "
+
+
 def entry_content(tip: str, action: str, episode_return: float) -> str:
     """EMPO2.md §4: one entry per step, T + the step's action + the episode's final score."""
-    return f"{tip}; the action at that step was {action}; the episode ended with score {episode_return:.1f}/100"
+    return f"{tip}{ACTION_MARK}{action}; the episode ended with score {episode_return:.1f}/100"
+
+
+def entry_tip(content: str) -> str:
+    """The agent's own words in an entry: what `entry_content` wrote before the step's action."""
+    return content.rsplit(ACTION_MARK, 1)[0]
+
+
+@dataclass
+class MemorySummary:
+    """What a memory holds, in numbers a reader can compare across runs."""
+
+    entries: int
+    slots: int
+    scoring_share: float
+    """Share of entries written in episodes whose final score was above 0."""
+    distinct_tips: int
+    """Distinct tip texts (the agent's words only): one tip is stored with every step of its episode."""
+    mean_tip_words: float
+
+
+def summarise_memory(contents: list[str], scores: list[float], slots: int) -> MemorySummary:
+    if not contents:
+        return MemorySummary(0, slots, 0.0, 0, 0.0)
+    tips = [entry_tip(c) for c in contents]
+    n = len(contents)
+    return MemorySummary(n, slots, sum(s > 0 for s in scores) / n, len(set(tips)),
+                         sum(len(t.split()) for t in tips) / n)
 
 
 def rank(sims: np.ndarray, scores: np.ndarray, steps: np.ndarray, threshold: float, top_k: int) -> list[int]:
@@ -96,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run_dir")
     ap.add_argument("--slot", help="show this slot's best tips")
     ap.add_argument("--top", type=int, default=10)
+    ap.add_argument("--sample", type=int, metavar="K", help="summarise every entry and show K drawn at random")
+    ap.add_argument("--seed", type=int, default=0, help="seed of --sample's draw")
     args = ap.parse_args(argv)
     folder = memory_dir(args.run_dir)
     if not (folder / f"{TABLE}.lance").is_dir():
@@ -103,6 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     store = MemoryStore(folder)
     counts = store.counts()
+    if args.sample is not None:
+        rows = [(slot, c, float(sc)) for slot in counts
+                for c, sc in zip(store.table.rows(slot).contents, store.table.rows(slot).scores)]
+        m = summarise_memory([c for _, c, _ in rows], [sc for _, _, sc in rows], len(counts))
+        print(f"{m.entries} entries in {m.slots} slots; {m.scoring_share:.0%} written in episodes that scored > 0; "
+              f"{m.distinct_tips} distinct tips, {m.mean_tip_words:.1f} words each on average")
+        for slot, content, score in random.Random(args.seed).sample(rows, min(args.sample, len(rows))):
+            print(f"[{score:7.1f}] {slot}: {content}")
+        return 0
     if args.slot is None:
         print(f"{sum(counts.values())} entries in {len(counts)} slots (table version {store.version})")
         for slot, n in counts.items():

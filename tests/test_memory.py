@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from empo2.embedder import DIM
-from empo2.memory import MemoryStore, entry_content, main, memory_dir
+from empo2.memory import MemoryStore, entry_content, entry_tip, main, memory_dir, summarise_memory
 
 
 def unit(cos: float) -> np.ndarray:
@@ -88,3 +88,26 @@ def test_cli_lists_slots_and_tips(tmp_path, capsys):
     assert lines[0].endswith("high") and lines[1].endswith("low")
     assert main([str(tmp_path), "--slot", "nope"]) == 1
     assert main([str(tmp_path / "missing")]) == 1
+
+
+def test_summary_counts_the_agents_words_only():
+    contents = [entry_content("check the attic", "go to attic", 100.0),
+                entry_content("check the attic", "focus on key", 100.0),
+                entry_content("no idea", "go to hall", 0.0)]
+    assert entry_tip(contents[1]) == "check the attic"
+    m = summarise_memory(contents, [100.0, 100.0, 0.0], slots=2)
+    # 2 of 3 entries scored > 0; 2 distinct tips; words (3 + 3 + 2) / 3
+    assert (m.entries, m.slots, m.distinct_tips) == (3, 2, 2)
+    assert m.scoring_share == pytest.approx(2 / 3) and m.mean_tip_words == pytest.approx(8 / 3)
+    assert summarise_memory([], [], slots=0).entries == 0
+
+
+def test_cli_sample_summarises_and_draws(tmp_path, capsys):
+    m = MemoryStore(memory_dir(tmp_path))
+    m.write(["find/1", "find/1", "find/2"], np.stack([Q, Q, Q]),
+            [entry_content("a b", "go", 100.0), entry_content("c", "go", 0.0), entry_content("d", "go", 0.0)],
+            [100.0, 0.0, 0.0])
+    assert main([str(tmp_path), "--sample", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "3 entries in 2 slots; 33% written in episodes that scored > 0; 3 distinct tips, 1.3 words each on average"
+    assert len(lines) == 3 and all("the action at that step was go" in line for line in lines[1:])
