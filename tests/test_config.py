@@ -92,7 +92,11 @@ def test_readme_reference_matches_schema():
     assert reference_markdown() in readme, "regenerate with: python -m empo2.config_reference --update-readme"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "conf").glob("*.yaml")))
+LAYERS = {"adapt": "sciworld.yaml", "strategy": "quickstart.yaml"}
+"""Folders of overlays, and a run config of the kind their usage lines layer them on."""
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "conf").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT / "conf")))
 def test_shipped_configs_validate(path, tmp_path, monkeypatch):
     # conf/webshop.yaml reads the official files from $EMPO2_WEBSHOP_DATA: a copy of the synthetic
     # catalog under the official names stands in for them.
@@ -104,7 +108,8 @@ def test_shipped_configs_validate(path, tmp_path, monkeypatch):
         shutil.copy(SYNTHETIC_DIR / f"{name}_synthetic.json", tmp_path / f"{name}_1000.json")
     shutil.copy(SYNTHETIC_DIR / "items_human_ins_synthetic.json", tmp_path / "items_human_ins.json")
     monkeypatch.setenv(DATA_ENV_VAR, str(tmp_path))
-    load_config(path)
+    base = LAYERS.get(path.parent.name)
+    load_config([ROOT / "conf" / base, path] if base else path)
     if path.name == "webshop.yaml":
         monkeypatch.delenv(DATA_ENV_VAR)
         with pytest.raises(ConfigError, match=DATA_ENV_VAR):
