@@ -8,10 +8,10 @@ test split at `eval.temperature` with `eval.episodes_per_instance` episodes per 
 - **warm_start**: with `compare.warm_start=true` the harness first runs `empo2.sft` once per task
   (`sft.*`, the first seed) and starts every other method from its policy; this method scores that
   policy alone, so every trained method can be read against its own starting point;
-- **reflexion**: the base model, memory only, no weight updates: the adaptation loop on the test
-  instances themselves for `trainer.max_epochs` iterations (every instance, `episodes_per_instance`
-  episodes each, so each iteration is one full evaluation); its score is the last iteration's, after
-  the memory of all earlier attempts;
+- **reflexion**: the starting model (the warm start when there is one), memory only, no weight
+  updates: the adaptation loop on the test instances themselves for `trainer.max_epochs` iterations
+  (every instance, `episodes_per_instance` episodes each, so each iteration is one full
+  evaluation); its score is the last iteration's, after the memory of all earlier attempts;
 - **grpo**: training with `mode.p = 0` (no memory, no novelty bonus), then evaluation;
 - **gigpo**, **hgpo**: as grpo, with step-level credit (`algo.advantage` gigpo or hgpo);
 - **empo2**: training with the config as given, then evaluation (no memory at test time); its
