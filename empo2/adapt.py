@@ -12,8 +12,13 @@ can happen, and its parameters do not require gradients) and whose datamodule bu
 rows (`AdaptationData`). Iteration 0 plays without memory; its tips seed the memory.
 
 Writes `<run>/adapt/<task>-seed<S>/`: `memory/`, `trajectories/` (+ `index.html`), `logs/metrics.csv`,
-and `adaptation.csv` / `adaptation.png` (return per iteration). An earlier folder of the same name
-is moved aside (`.1`, `.2`, ...), never reused: its memory would leak into iteration 0.
+`checkpoints/` and `adaptation.csv` / `adaptation.png` (return per iteration). An earlier folder of
+the same name is moved aside (`.1`, `.2`, ...), never reused: its memory would leak into iteration
+0. The exception is `adapt(cfg, resume=True)` (what `empo2.compare` runs for its reflexion cells,
+which can take longer than a working session): a folder with a checkpoint continues from its last
+finished iteration, its memory restored to that iteration's version. A checkpoint holds no weights
+(they never change; they come from `ckpt_path` / `model.init_from` again), only the iteration, the
+memory version and the sampling state, so the continued run plays what a straight run would.
 
 Imports inside functions are deliberate: the trainer loads only after the config has been checked.
 """
@@ -35,8 +40,15 @@ from empo2.module import EMPO2Module
 class FrozenPolicy(EMPO2Module):
     """The policy without an optimizer: a fit with it plays and scores episodes, nothing else."""
 
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self.strict_loading = False  # its checkpoints hold no weights (on_save_checkpoint)
+
     def configure_optimizers(self):
         return None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {}  # the weights are the source's, loaded again on a resume
 
     def training_step(self, rows: list[dict[str, Any]], batch_idx: int) -> None:
         return None
@@ -107,22 +119,36 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def adapt(cfg: Config) -> tuple[list[dict[str, float]], Path, FrozenPolicy]:
-    """Run the adaptation; return its per-iteration rows, its folder, and the (unchanged) policy."""
-    from empo2.checkpoint import resolve_ckpt
-    from empo2.fit import build_trainer, write_pictures
+def adaptation_checkpoint(acfg: Config) -> Path:
+    """Where an adaptation (its `adaptation_config`) keeps the checkpoint it continues from."""
+    return acfg.run_dir / "checkpoints" / "last.ckpt"
+
+
+def adapt(cfg: Config, resume: bool = False) -> tuple[list[dict[str, float]], Path, FrozenPolicy]:
+    """Run the adaptation; return its per-iteration rows, its folder, and the (unchanged) policy.
+    `resume`: continue the folder's adaptation from its last checkpoint when it has one."""
+    from empo2.checkpoint import checkpoint_epoch, resolve_ckpt
+    from empo2.fit import build_trainer, check_stores_present, drop_checkpoints_after, write_pictures
     from empo2.plots import adaptation_curve, iteration_rows, read_rows
 
     ckpt = resolve_ckpt(cfg)
     acfg = adaptation_config(cfg)
-    run_dir = fresh_dir(acfg.run_dir)
+    last = adaptation_checkpoint(acfg)
+    resume_from = str(last) if resume and last.is_file() else None
+    resume_epoch = checkpoint_epoch(resume_from)  # an unreadable checkpoint fails here, in one line
+    if resume_from is None:
+        run_dir = fresh_dir(acfg.run_dir)
+    else:
+        run_dir = acfg.run_dir
+        check_stores_present(acfg, resume_from)
+        drop_checkpoints_after(run_dir / "checkpoints", resume_epoch)
     (run_dir / "config.yaml").write_text(to_yaml(acfg))
     module = FrozenPolicy.from_checkpoint(acfg, ckpt)
     module.policy.requires_grad_(False)
     data = AdaptationData(acfg)
-    trainer = build_trainer(acfg, run_dir, data, checkpoints=False)
+    trainer = build_trainer(acfg, run_dir, data, resume_epoch=resume_epoch)
     try:
-        trainer.fit(module, datamodule=data)
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
     finally:
         data.teardown("fit")
     rows: list[dict[str, float]] = []

@@ -23,7 +23,16 @@ if TYPE_CHECKING:
 
 META_FILE = "meta.pt"
 DATAMODULE_STATE = "RolloutDataModule"
-"""Where Lightning keeps the rollout datamodule's state in a checkpoint (the class's qualified name)."""
+"""Where Lightning keeps the rollout datamodule's state in a checkpoint (the class's qualified name;
+a subclass's state, e.g. the adaptation loop's `AdaptationData`, sits under its own name)."""
+
+
+def datamodule_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The rollout datamodule's state in a loaded checkpoint: under `DATAMODULE_STATE`, or under a
+    subclass's name (found by the state's own layout, `RolloutDataModule.state_dict`)."""
+    if DATAMODULE_STATE in ckpt:
+        return ckpt[DATAMODULE_STATE]
+    return next((v for v in ckpt.values() if isinstance(v, dict) and "next_iteration" in v and "sampler" in v), None)
 
 
 def is_sharded_checkpoint(path: str | Path) -> bool:
@@ -82,7 +91,7 @@ def checkpoint_epoch(path: str | None) -> int | None:
         ckpt = read_checkpoint(path, weights=False)
     except ValueError as err:  # missing, truncated or foreign file: one line, before any model loads
         raise ConfigError(str(err)) from None
-    state = ckpt.get(DATAMODULE_STATE)
+    state = datamodule_state(ckpt)
     if state is None:
         raise ConfigError(f"ckpt_path: {path} was not written by empo2 (no {DATAMODULE_STATE} state)")
     return int(state["next_iteration"])

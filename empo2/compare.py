@@ -28,8 +28,9 @@ seeds); each method's own run folder (checkpoints, metrics, curves, episodes) is
 
 Stopping and continuing: every finished cell (method, task, seed) is written to `results.csv` at
 once, and running the same command again skips it. A training cell stopped after a checkpoint
-continues from its last iteration (its `minutes` then count only the part run since); any other
-unfinished cell's folder is removed and the cell is run again from its start. Continuing with a
+continues from its last iteration, and so does a reflexion cell (its adaptation loop checkpoints
+every iteration: memory version and sampling state); their `minutes` then count only the part run
+since. Any other unfinished cell's folder is removed and the cell is run again from its start. Continuing with a
 different config (other than more seeds or methods) is refused, since the table would mix two
 experiments.
 
@@ -152,6 +153,29 @@ def training_curve(run_dir: Path) -> list[float]:
     return [float(r["rollout/return"]) for r in iteration_rows(read_rows(metrics)) if "rollout/return" in r]
 
 
+def reflexion_config(cfg: Config) -> Config:
+    """A reflexion cell's config: the adaptation loop on every test instance, `eval.*` episodes and
+    temperature, `trainer.max_epochs` iterations (the last one is the cell's score)."""
+    out = copy.deepcopy(cfg)
+    out.adapt.split, out.adapt.temperature = "test", cfg.eval.temperature
+    out.adapt.iterations, out.adapt.target_task = cfg.trainer["max_epochs"], None
+    out.rollout.tasks_per_iteration = count_test_instances(cfg)
+    out.rollout.group_size = cfg.eval.episodes_per_instance
+    return out
+
+
+def can_continue(cfg: Config, method: str) -> bool:
+    """True when a stopped cell of `method` left a checkpoint to continue from: a training cell's
+    last iteration, or the last finished iteration of a reflexion cell's adaptation loop."""
+    from empo2.adapt import adaptation_checkpoint, adaptation_config
+
+    if trains(cfg, method):
+        return (cfg.run_dir / "checkpoints" / "last.ckpt").is_file()
+    if method == "reflexion":
+        return adaptation_checkpoint(adaptation_config(reflexion_config(cfg))).is_file()
+    return False
+
+
 def run_method(cfg: Config, method: str) -> dict:
     """Train (when the method trains) and score one method: {'return', 'success_rate', 'curve'}."""
     from empo2.adapt import adapt
@@ -159,11 +183,7 @@ def run_method(cfg: Config, method: str) -> dict:
     from empo2.fit import fit
 
     if method == "reflexion":
-        cfg.adapt.split, cfg.adapt.temperature = "test", cfg.eval.temperature
-        cfg.adapt.iterations, cfg.adapt.target_task = cfg.trainer["max_epochs"], None
-        cfg.rollout.tasks_per_iteration = count_test_instances(cfg)
-        cfg.rollout.group_size = cfg.eval.episodes_per_instance
-        rows, _, _ = adapt(cfg)
+        rows, _, _ = adapt(reflexion_config(cfg), resume=True)
         return {"return": rows[-1]["return"], "success_rate": rows[-1]["success_rate"],
                 "curve": [r["return"] for r in rows]}
     curve: list[float] = []
@@ -291,10 +311,11 @@ def compare(cfg: Config) -> tuple[list[dict], Path]:
                 if (method, label, str(seed)) in done:
                     continue
                 mcfg = method_config(cfg, method, task, seed, warm)
-                if trains(cfg, method) and (mcfg.run_dir / "checkpoints" / "last.ckpt").is_file():
-                    # A training cell that was stopped continues from its last iteration (the
+                if can_continue(mcfg, method):
+                    # A stopped training or reflexion cell continues from its last iteration (the
                     # experiment's config is the one it started under: check_same_experiment).
-                    mcfg.ckpt_path = "last"
+                    if trains(cfg, method):
+                        mcfg.ckpt_path = "last"
                     print(f"{method:>10}  {label}  seed {seed}: continuing from its last checkpoint", flush=True)
                 else:
                     shutil.rmtree(mcfg.run_dir, ignore_errors=True)  # any other unfinished cell starts over

@@ -188,7 +188,6 @@ def build_loggers(cfg: Config, run_dir: Path, resume_epoch: int | None = None) -
 
 def build_trainer(
     cfg: Config, run_dir: Path, rollouts: Any, extra_callbacks: list[Any] | None = None, resume_epoch: int | None = None,
-    checkpoints: bool = True,
 ):
     """The Lightning trainer of a run, with the callbacks its config asks for; `rollouts` is the run's
     RolloutDataModule (periodic evaluation reuses its environments and engine)."""
@@ -197,7 +196,7 @@ def build_trainer(
 
     from callbacks import IntrinsicReward, PeriodicEvaluation, TipMemory, TrajectoryWriter
 
-    callbacks: list[Any] = [] if not checkpoints else [
+    callbacks: list[Any] = [
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="iter_{epoch:05d}",
@@ -230,8 +229,6 @@ def build_trainer(
     kwargs.setdefault("num_sanity_val_steps", 0)
     kwargs.setdefault("enable_progress_bar", cfg.logging.progress_bar)
     kwargs.setdefault("default_root_dir", str(run_dir))
-    if not checkpoints:
-        kwargs["enable_checkpointing"] = False
     return L.Trainer(
         logger=build_loggers(cfg, run_dir, resume_epoch) or False,
         callbacks=callbacks,

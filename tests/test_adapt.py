@@ -100,3 +100,36 @@ def test_summary_says_when_no_tip_was_retrieved():
         "best return with memory vs iteration 0: +50.0%; 2.00 tips per retrieval on average"
     assert summary_line([row(False, 0.0, 0.0), row(True, 5.0, 2.0)]) == \
         "best return with memory vs iteration 0: +5.00 (iteration 0 returned 0); 2.00 tips per retrieval on average"
+
+
+def _episodes(run, k):
+    return [json.loads(line) for line in (run / "trajectories" / f"iter_{k:05d}.jsonl").open()]
+
+
+def test_a_stopped_adaptation_continues_as_a_straight_run_would(warm_model, tmp_path):
+    """Stopped after iteration 0 of 2 and continued (`resume=True`), the adaptation plays iteration 1
+    exactly as a straight run does: same responses, same tips retrieved, same memory; iteration 0's
+    episodes and logged row are the ones from before the stop, and its checkpoints hold no weights."""
+    def cfg(name, iterations):
+        return load_config(None, tiny_overrides(warm_model, tmp_path, name=name, **{
+            "adapt.target_task": "find-here", "adapt.iterations": iterations,
+            "rollout.tasks_per_iteration": 8, "rollout.group_size": 2}))
+
+    straight, straight_run, _ = adapt(cfg("straight", 2))
+    _, run, _ = adapt(cfg("stopped", 1), resume=True)  # nothing to continue yet: a fresh run
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"] == {}
+    first = run / "trajectories" / "iter_00000.jsonl"
+    stamp = first.stat().st_mtime_ns
+    continued, run2, _ = adapt(cfg("stopped", 2), resume=True)
+    assert run2 == run and first.stat().st_mtime_ns == stamp and not run.with_name(run.name + ".1").exists()
+    assert [(r["iteration"], r["return"], r["success_rate"]) for r in continued] == \
+        [(r["iteration"], r["return"], r["success_rate"]) for r in straight]
+
+    def played(run_dir):
+        return [[(s["response"], tuple(s["tips"])) for s in ep["steps"]] for ep in _episodes(run_dir, 1)]
+
+    assert played(run) == played(straight_run) and any(s[1] for ep in played(run) for s in ep)
+    assert MemoryStore(memory_dir(run)).counts() == MemoryStore(memory_dir(straight_run)).counts()
+    # Without resume an existing folder is still moved aside, never continued.
+    adapt(cfg("stopped", 1))
+    assert run.with_name(run.name + ".1").is_dir()

@@ -1,5 +1,6 @@
 """The comparison harness end to end on the small environment, and its summary arithmetic."""
 
+import copy
 import csv
 import json
 
@@ -172,3 +173,32 @@ def test_a_stopped_training_cell_continues_from_its_checkpoint(warm_model, tmp_p
     assert [f.stat().st_mtime_ns for f in first] == stamps
     with (tmp_path / "cmp" / "compare" / "results.csv").open() as fh:
         assert [(r["method"], r["seed"]) for r in csv.DictReader(fh)] == [("grpo", "0")]
+
+
+def test_a_stopped_reflexion_cell_continues_from_its_checkpoint(warm_model, tmp_path):
+    """A reflexion cell whose adaptation loop finished iteration 0 before the harness stopped is
+    continued: iteration 0's episodes are the ones from before, and the cell's curve has both."""
+    from empo2.adapt import adapt, adaptation_checkpoint, adaptation_config
+    from empo2.compare import can_continue, method_config, reflexion_config
+
+    over = tiny_overrides(warm_model, tmp_path, name="cmp", **{
+        "eval.episodes_per_instance": 1, "eval.max_instances": 2, "compare.methods": "[reflexion]",
+        "compare.seeds": "[0]", "compare.warm_start": False})
+    cell = method_config(load_config(None, over), "reflexion", None, 0)
+    assert not can_continue(cell, "reflexion")
+    stopped = copy.deepcopy(cell)
+    stopped.trainer["max_epochs"] = 1  # the harness "stopped" after one of two iterations
+    stopped.run_dir.mkdir(parents=True)
+    _, run, _ = adapt(reflexion_config(stopped), resume=True)
+    assert adaptation_checkpoint(adaptation_config(reflexion_config(cell))) == run / "checkpoints" / "last.ckpt"
+    assert can_continue(cell, "reflexion")
+    first = run / "trajectories" / "iter_00000.jsonl"
+    stamp = first.stat().st_mtime_ns
+
+    assert main(over) == 0
+    assert first.stat().st_mtime_ns == stamp and (run / "trajectories" / "iter_00001.jsonl").is_file()
+    out = tmp_path / "cmp" / "compare"
+    with (out / "results.csv").open() as fh:
+        assert [(r["method"], r["seed"]) for r in csv.DictReader(fh)] == [("reflexion", "0")]
+    with (out / "curves.csv").open() as fh:
+        assert [c["iteration"] for c in csv.DictReader(fh)] == ["0", "1"]

@@ -67,3 +67,12 @@ def test_the_checkpoint_reader_looks_where_lightning_keeps_the_datamodule_state(
     from empo2.checkpoint import DATAMODULE_STATE
 
     assert RolloutDataModule.__qualname__ == DATAMODULE_STATE
+
+
+def test_the_checkpoint_reader_finds_a_subclass_datamodule_state():
+    from empo2.checkpoint import datamodule_state
+
+    ours = {"next_iteration": 3, "sampler": {"state": 1}}
+    assert datamodule_state({"RolloutDataModule": ours, "epoch": 2}) is ours
+    assert datamodule_state({"AdaptationData": ours, "callbacks": {"x": {"version": 4}}}) is ours
+    assert datamodule_state({"callbacks": {}, "other": {"next_iteration": 1}}) is None
