@@ -30,6 +30,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import Checkpoint
+
 from datamodules import RolloutDataModule
 from empo2.cli import Command, run_command
 from empo2.config import Config, ConfigError, to_yaml, validate
@@ -56,6 +58,17 @@ class FrozenPolicy(EMPO2Module):
     def on_train_epoch_end(self) -> None:
         metrics = {"iteration": float(self.current_epoch), **self.trainer.datamodule.iteration_metrics}
         self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=self.trainer.world_size > 1)
+
+
+class IterationCheckpoint(Checkpoint):
+    """Writes `last.ckpt` after every adaptation iteration. Lightning's ModelCheckpoint saves only
+    when an optimizer step has happened since its last save, and the frozen policy takes none."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path)
 
 
 class AdaptationData(RolloutDataModule):
@@ -124,7 +137,9 @@ def adaptation_checkpoint(acfg: Config) -> Path:
     return acfg.run_dir / "checkpoints" / "last.ckpt"
 
 
-def adapt(cfg: Config, resume: bool = False) -> tuple[list[dict[str, float]], Path, FrozenPolicy]:
+def adapt(
+    cfg: Config, resume: bool = False, extra_callbacks: list[Any] | None = None,
+) -> tuple[list[dict[str, float]], Path, FrozenPolicy]:
     """Run the adaptation; return its per-iteration rows, its folder, and the (unchanged) policy.
     `resume`: continue the folder's adaptation from its last checkpoint when it has one."""
     from empo2.checkpoint import checkpoint_epoch, resolve_ckpt
@@ -146,7 +161,8 @@ def adapt(cfg: Config, resume: bool = False) -> tuple[list[dict[str, float]], Pa
     module = FrozenPolicy.from_checkpoint(acfg, ckpt)
     module.policy.requires_grad_(False)
     data = AdaptationData(acfg)
-    trainer = build_trainer(acfg, run_dir, data, resume_epoch=resume_epoch)
+    callbacks = [IterationCheckpoint(last), *(extra_callbacks or [])]
+    trainer = build_trainer(acfg, run_dir, data, callbacks, resume_epoch=resume_epoch)
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume_from)
     finally:

@@ -4,6 +4,7 @@ import csv
 import json
 import re
 
+import lightning as L
 import pytest
 import torch
 from PIL import Image
@@ -106,18 +107,31 @@ def _episodes(run, k):
     return [json.loads(line) for line in (run / "trajectories" / f"iter_{k:05d}.jsonl").open()]
 
 
+class CrashAtIteration(L.Callback):
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.iteration:
+            raise RuntimeError("simulated crash")
+
+
 def test_a_stopped_adaptation_continues_as_a_straight_run_would(warm_model, tmp_path):
-    """Stopped after iteration 0 of 2 and continued (`resume=True`), the adaptation plays iteration 1
-    exactly as a straight run does: same responses, same tips retrieved, same memory; iteration 0's
-    episodes and logged row are the ones from before the stop, and its checkpoints hold no weights."""
+    """Crashed at the start of iteration 1 of 2 and continued (`resume=True`), the adaptation plays
+    iteration 1 exactly as a straight run does: same responses, same tips retrieved, same memory;
+    iteration 0's episodes and logged row are the ones from before the crash, and the checkpoint it
+    continued from (written after iteration 0) holds no weights."""
     def cfg(name, iterations):
         return load_config(None, tiny_overrides(warm_model, tmp_path, name=name, **{
             "adapt.target_task": "find-here", "adapt.iterations": iterations,
             "rollout.tasks_per_iteration": 8, "rollout.group_size": 2}))
 
     straight, straight_run, _ = adapt(cfg("straight", 2))
-    _, run, _ = adapt(cfg("stopped", 1), resume=True)  # nothing to continue yet: a fresh run
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"] == {}
+    with pytest.raises(RuntimeError, match="simulated crash"):  # nothing to continue yet: a fresh run
+        adapt(cfg("stopped", 2), resume=True, extra_callbacks=[CrashAtIteration(1)])
+    run = straight_run.parents[2] / "stopped" / "adapt" / straight_run.name
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["state_dict"] == {} and ckpt["AdaptationData"]["next_iteration"] == 1
     first = run / "trajectories" / "iter_00000.jsonl"
     stamp = first.stat().st_mtime_ns
     continued, run2, _ = adapt(cfg("stopped", 2), resume=True)
