@@ -68,7 +68,7 @@ class IterationCheckpoint(Checkpoint):
         self.path = path
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: a resume needs it
 
 
 class AdaptationData(RolloutDataModule):
