@@ -61,7 +61,7 @@ class FrozenPolicy(EMPO2Module):
 
 
 class IterationCheckpoint(Checkpoint):
-    """Writes `last.ckpt` after every adaptation iteration. Lightning's ModelCheckpoint saves only
+    """The adaptation's checkpoint writer: `last.ckpt` after every iteration. ModelCheckpoint saves only
     when an optimizer step has happened since its last save, and the frozen policy takes none."""
 
     def __init__(self, path: Path) -> None:
@@ -161,8 +161,8 @@ def adapt(
     module = FrozenPolicy.from_checkpoint(acfg, ckpt)
     module.policy.requires_grad_(False)
     data = AdaptationData(acfg)
-    callbacks = [IterationCheckpoint(last), *(extra_callbacks or [])]
-    trainer = build_trainer(acfg, run_dir, data, callbacks, resume_epoch=resume_epoch)
+    trainer = build_trainer(acfg, run_dir, data, extra_callbacks, resume_epoch=resume_epoch,
+                            checkpoint=IterationCheckpoint(last))
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume_from)
     finally:

@@ -188,15 +188,17 @@ def build_loggers(cfg: Config, run_dir: Path, resume_epoch: int | None = None) -
 
 def build_trainer(
     cfg: Config, run_dir: Path, rollouts: Any, extra_callbacks: list[Any] | None = None, resume_epoch: int | None = None,
+    checkpoint: Any = None,
 ):
     """The Lightning trainer of a run, with the callbacks its config asks for; `rollouts` is the run's
-    RolloutDataModule (periodic evaluation reuses its environments and engine)."""
+    RolloutDataModule (periodic evaluation reuses its environments and engine). `checkpoint`: the
+    run's one checkpoint writer (default: periodic ones and `last.ckpt` per `checkpoint.*`)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from callbacks import IntrinsicReward, PeriodicEvaluation, TipMemory, TrajectoryWriter
 
-    callbacks: list[Any] = [
+    callbacks: list[Any] = [checkpoint or
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="iter_{epoch:05d}",

@@ -138,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     store = MemoryStore(folder)
     counts = store.counts()
     if args.sample is not None:
-        rows = [(slot, c, float(sc)) for slot in counts
-                for c, sc in zip(store.table.rows(slot).contents, store.table.rows(slot).scores)]
+        rows = []
+        for slot in counts:
+            r = store.table.rows(slot)
+            rows += [(slot, c, float(sc)) for c, sc in zip(r.contents, r.scores)]
         m = summarise_memory([c for _, c, _ in rows], [sc for _, _, sc in rows], len(counts))
         print(f"{m.entries} entries in {m.slots} slots; {m.scoring_share:.0%} written in episodes that scored > 0; "
               f"{m.distinct_tips} distinct tips, {m.mean_tip_words:.1f} words each on average")
