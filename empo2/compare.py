@@ -153,13 +153,28 @@ def training_curve(run_dir: Path) -> list[float]:
     return [float(r["rollout/return"]) for r in iteration_rows(read_rows(metrics)) if "rollout/return" in r]
 
 
+def equal_budget_iterations(iterations: int, episodes_per_iteration: int, eval_episodes: int) -> int:
+    """Reflexion's share of the protocol's episode budget, in whole passes over the test set.
+
+    A training cell plays `iterations × episodes_per_iteration` rollouts and then `eval_episodes`
+    held-out ones; a reflexion pass plays the `eval_episodes` of the test set. The cell gets the
+    largest number of passes that does not exceed the training cell's episodes (at least one):
+    ⌊(iterations · episodes_per_iteration + eval_episodes) / eval_episodes⌋."""
+    return max(1, (iterations * episodes_per_iteration + eval_episodes) // eval_episodes)
+
+
 def reflexion_config(cfg: Config) -> Config:
     """A reflexion cell's config: the adaptation loop on every test instance, `eval.*` episodes and
-    temperature, `trainer.max_epochs` iterations (the last one is the cell's score)."""
+    temperature, `compare.reflexion_iterations` iterations (unset: the training cells' episode
+    budget, `equal_budget_iterations`); the last iteration is the cell's score."""
     out = copy.deepcopy(cfg)
+    test_instances = count_test_instances(cfg)
+    iterations = cfg.compare.reflexion_iterations or equal_budget_iterations(
+        cfg.trainer["max_epochs"], cfg.rollout.tasks_per_iteration * cfg.rollout.group_size,
+        test_instances * cfg.eval.episodes_per_instance)
     out.adapt.split, out.adapt.temperature = "test", cfg.eval.temperature
-    out.adapt.iterations, out.adapt.target_task = cfg.trainer["max_epochs"], None
-    out.rollout.tasks_per_iteration = count_test_instances(cfg)
+    out.adapt.iterations, out.adapt.target_task = iterations, None
+    out.rollout.tasks_per_iteration = test_instances
     out.rollout.group_size = cfg.eval.episodes_per_instance
     return out
 

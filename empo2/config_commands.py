@@ -56,6 +56,10 @@ class CompareConfig:
     """Named EMPO² ablations, each a list of `key=value` overrides applied to the config for that
     method alone (e.g. `{empo2-split: [intrinsic.combine=advantage, intrinsic.coef=0.1]}`); list a
     variant's name in `methods` to run it. A continued comparison may add variants, not change them."""
+    reflexion_iterations: Optional[int] = count_or_none(None)
+    """Iterations of a reflexion cell's adaptation loop (the last is its score); unset: as many whole
+    passes over the test instances as a training cell plays episodes, rollouts and final evaluation
+    together (`empo2.compare.equal_budget_iterations`), so no method sees more episodes than another."""
 
 
 @dataclass

@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from empo2.compare import MEAN, main, method_config, summarise
+from empo2.compare import MEAN, equal_budget_iterations, main, method_config, reflexion_config, summarise
 from empo2.config import load_config
 
 from conftest import tiny_overrides
@@ -25,6 +25,20 @@ def test_summary_means_and_stds_by_hand():
     assert stds["a"]["t1"] == pytest.approx(7.0710678)  # sqrt(((10-15)^2 + (20-15)^2) / 1)
     # mean over tasks per seed: seed 0 -> -10, seed 1 -> 10; mean 0, std sqrt(200)
     assert means["a"][MEAN] == 0.0 and stds["a"][MEAN] == pytest.approx(14.1421356)
+
+
+def test_reflexion_gets_the_training_cells_episode_budget():
+    # KeyRoom protocol: 12 iterations × (4 tasks × 8) = 384 rollouts + 20 houses × 4 = 80 held-out
+    # episodes = 464; a reflexion pass is 80 episodes: ⌊464 / 80⌋ = 5 passes (400 ≤ 464 < 480).
+    assert equal_budget_iterations(12, 32, 80) == 5
+    assert equal_budget_iterations(2, 8, 8) == 3  # 16 + 8 = 24 = exactly three passes
+    assert equal_budget_iterations(1, 2, 100) == 1  # never fewer than one pass
+    cfg = load_config("conf/protocol/keyroom-success.yaml", [])
+    reflexion = reflexion_config(cfg)
+    assert (reflexion.adapt.iterations, reflexion.rollout.tasks_per_iteration, reflexion.rollout.group_size) == (5, 20, 4)
+    assert reflexion.adapt.split == "test"
+    cfg.compare.reflexion_iterations = 2  # set: taken as given
+    assert reflexion_config(cfg).adapt.iterations == 2
 
 
 def test_method_configs(tiny_model, tmp_path):
@@ -90,7 +104,8 @@ def test_a_continued_comparison_may_add_variants_not_change_them(tiny_model, tmp
 @pytest.mark.slow
 def test_compare_end_to_end(warm_model, tmp_path):
     over = tiny_overrides(warm_model, tmp_path, name="cmp", **{
-        "trainer.max_epochs": 1, "eval.episodes_per_instance": 1, "compare.tasks": "[find,find-here]"})
+        "trainer.max_epochs": 1, "eval.episodes_per_instance": 1, "compare.tasks": "[find,find-here]",
+        "compare.reflexion_iterations": 1})
     assert main(over) == 0
     out = tmp_path / "cmp" / "compare"
     with (out / "results.csv").open() as fh:
@@ -179,15 +194,15 @@ def test_a_stopped_reflexion_cell_continues_from_its_checkpoint(warm_model, tmp_
     """A reflexion cell whose adaptation loop finished iteration 0 before the harness stopped is
     continued: iteration 0's episodes are the ones from before, and the cell's curve has both."""
     from empo2.adapt import adapt, adaptation_checkpoint, adaptation_config
-    from empo2.compare import can_continue, method_config, reflexion_config
+    from empo2.compare import can_continue
 
     over = tiny_overrides(warm_model, tmp_path, name="cmp", **{
         "eval.episodes_per_instance": 1, "eval.max_instances": 2, "compare.methods": "[reflexion]",
-        "compare.seeds": "[0]", "compare.warm_start": False})
+        "compare.seeds": "[0]", "compare.warm_start": False, "compare.reflexion_iterations": 2})
     cell = method_config(load_config(None, over), "reflexion", None, 0)
     assert not can_continue(cell, "reflexion")
     stopped = copy.deepcopy(cell)
-    stopped.trainer["max_epochs"] = 1  # the harness "stopped" after one of two iterations
+    stopped.compare.reflexion_iterations = 1  # the harness "stopped" after one of two iterations
     stopped.run_dir.mkdir(parents=True)
     _, run, _ = adapt(reflexion_config(stopped), resume=True)
     assert adaptation_checkpoint(adaptation_config(reflexion_config(cell))) == run / "checkpoints" / "last.ckpt"
