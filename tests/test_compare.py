@@ -2,7 +2,10 @@
 
 import copy
 import csv
+import gzip
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -11,6 +14,13 @@ from empo2.compare import MEAN, equal_budget_iterations, main, method_config, re
 from empo2.config import load_config
 
 from conftest import tiny_overrides
+
+
+def _bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_summary_means_and_stds_by_hand():
@@ -133,6 +143,26 @@ def test_compare_end_to_end(warm_model, tmp_path):
         ("grpo", "0"), ("empo2", "0"), ("reflexion", "0")}
     assert json.loads(Image.open(out / "curves-find.png").text["Axes"])[0]["x"] == "iteration"
     assert (out / "find-seed0" / "reflexion" / "adapt" / "same-task-seed0" / "adaptation.csv").is_file()
+
+    # What bench/publish_comparison.py copies out for committing: per cell, the episodes it was
+    # scored on (byte for byte, gzipped), training metrics per iteration, reflexion's adaptation table.
+    publish = _bench_module("publish_comparison").publish
+    pub = tmp_path / "published"
+    publish(tmp_path / "cmp", pub)
+    assert (pub / "results.csv").read_text() == (out / "results.csv").read_text()
+    for task in ("find", "find-here"):
+        for method in ("naive", "reflexion", "grpo", "empo2"):
+            scored = pub / "episodes" / f"{task}-{method}-seed0-eval.jsonl.gz"
+            source = (out / f"{task}-seed0" / method / "eval" / ("test-base.jsonl" if method == "naive" else "test-last.jsonl")
+                      if method != "reflexion" else
+                      out / f"{task}-seed0" / "reflexion" / "adapt" / "same-task-seed0" / "trajectories" / "iter_00000.jsonl")
+            assert gzip.decompress(scored.read_bytes()) == source.read_bytes()
+        for method in ("grpo", "empo2"):
+            with (pub / f"{task}-{method}-seed0-training.csv").open() as fh:
+                assert [float(r["iteration"]) for r in csv.DictReader(fh)] == [0.0]  # trainer.max_epochs 1
+        assert (pub / f"{task}-reflexion-seed0-adaptation.csv").read_text() == (
+            out / f"{task}-seed0" / "reflexion" / "adapt" / "same-task-seed0" / "adaptation.csv").read_text()
+        assert not (pub / f"{task}-naive-seed0-training.csv").exists()
 
 
 @pytest.mark.slow
