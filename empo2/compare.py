@@ -9,9 +9,11 @@ test split at `eval.temperature` with `eval.episodes_per_instance` episodes per 
   (`sft.*`, the first seed) and starts every other method from its policy; this method scores that
   policy alone, so every trained method can be read against its own starting point;
 - **reflexion**: the starting model (the warm start when there is one), memory only, no weight
-  updates: the adaptation loop on the test instances themselves for `trainer.max_epochs` iterations
-  (every instance, `episodes_per_instance` episodes each, so each iteration is one full
-  evaluation); its score is the last iteration's, after the memory of all earlier attempts;
+  updates: the adaptation loop on the test instances themselves (every instance,
+  `episodes_per_instance` episodes each, so each iteration is one full evaluation) for
+  `compare.reflexion_iterations` iterations, by default as many as fit in a training cell's
+  episodes (`equal_budget_iterations`); its score is the last iteration's, after the memory of all
+  earlier attempts;
 - **grpo**: training with `mode.p = 0` (no memory, no novelty bonus), then evaluation;
 - **gigpo**, **hgpo**: as grpo, with step-level credit (`algo.advantage` gigpo or hgpo);
 - **empo2**: training with the config as given, then evaluation (no memory at test time); its
