@@ -72,10 +72,6 @@ class Demonstrations:
     """Instances whose demonstration did not succeed when replayed (left out)."""
     sources: list[DemoSource] = field(default_factory=list)
 
-    def rows(self) -> list[tuple[list[int], list[int]]]:
-        """(prompt ids, answer ids) of every step of every successful demonstration."""
-        return [(s.prompt_ids, s.response_ids) for ep in self.episodes for s in ep.steps]
-
 
 def replay(
     env: TextEnv, instances: list[str], tokenizer, max_prompt_tokens: int, stop: list[str],

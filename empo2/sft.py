@@ -13,6 +13,14 @@ model writes for the demonstrated action). The loss is the token-mean negative l
 the answer tokens only. A share of the demonstrations (`sft.val_fraction`) is held out; the
 held-out NLL is logged before training and after every epoch.
 
+Why whole demonstrations per forward: step t+1's prompt extends step t's prompt and answer, so a
+demonstration whose prompts chain is one sequence with an answer span per step (as the trainer
+scores an episode, `empo2.training_rows`), and each span's log-probs are its own step's. Scored
+row by row, every step would forward the whole history again: on ScienceWorld, with prompts of ~1k
+tokens, that was most of the cost. `optim.sequences: per_step` keeps one sequence per step. Batches
+are whole demonstrations, ⌈rows / `sft.batch_size`⌉ optimizer steps per epoch of about
+`sft.batch_size` rows each (`empo2.training_rows.mini_batches`, as the trainer cuts mini-batches).
+
 Writes `<run>/policy/`: the merged weights (LoRA folded in) and tokenizer, a plain model folder
 that `model.init_from=<run>/policy` starts `fit`, `evaluate`, `adapt` and `compare` from, and
 `warm_start.json` saying what it was trained on. Metrics go to `<run>/logs/` like a fit's.
@@ -27,7 +35,7 @@ import json
 import math
 import random
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +45,29 @@ import torch
 from empo2.cli import Command, run_command
 from empo2.config import Config, ConfigError, to_yaml
 from empo2.demonstrations import Demonstrations, DemoSource, replay
+from empo2.episode import Episode
 from empo2.models import build_policy, load_tokenizer
-from empo2.token_batch import build_batch, response_logprobs
+from empo2.module import resolve_token_layout
+from empo2.token_batch import build_span_batch, response_logprobs
+from empo2.training_rows import chain_groups, mini_batches
 
-Row = tuple[list[int], list[int]]
-"""(prompt ids, answer ids)."""
+
+@dataclass
+class DemoSequence:
+    """Consecutive steps of one demonstration whose prompts chain, scored as one sequence."""
+
+    ids: list[int]
+    """The last step's prompt + answer: every earlier step's prompt and answer is a prefix of it."""
+    spans: list[tuple[int, int]]
+    """(start, length) of each step's answer in `ids`: the tokens the loss covers."""
+
+    @property
+    def rows(self) -> int:
+        return len(self.spans)
+
+    @property
+    def answer_tokens(self) -> int:
+        return sum(n for _, n in self.spans)
 
 POLICY_DIR = "policy"
 RECORD = "warm_start.json"
@@ -96,39 +122,84 @@ def collect(cfg: Config, tokenizer) -> Demonstrations:
     return demos
 
 
-def split_rows(demos: Demonstrations, val_fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
-    """Hold out whole demonstrations (never steps of a trained one): (train rows, held-out rows)."""
+def demo_sequences(episodes: list[Episode], shared: bool) -> list[DemoSequence]:
+    """Each demonstration's steps as sequences: one per run of chaining prompts when `shared`
+    (usually the whole demonstration), else one per step."""
+    out = []
+    for ep in episodes:
+        prompts = [st.prompt_ids for st in ep.steps]
+        answers = [st.response_ids for st in ep.steps]
+        for group in chain_groups(prompts, answers) if shared else [[i] for i in range(len(prompts))]:
+            last = group[-1]
+            out.append(DemoSequence(list(prompts[last]) + list(answers[last]),
+                                    [(len(prompts[i]), len(answers[i])) for i in group]))
+    return out
+
+
+def split_demonstrations(demos: Demonstrations, val_fraction: float, seed: int) -> tuple[list[Episode], list[Episode]]:
+    """Hold out whole demonstrations (never steps of a trained one): (trained, held out)."""
     episodes = list(demos.episodes)
     random.Random(seed).shuffle(episodes)
     n_val = math.floor(val_fraction * len(episodes))
-    return Demonstrations(episodes=episodes[n_val:]).rows(), Demonstrations(episodes=episodes[:n_val]).rows()
+    return episodes[n_val:], episodes[:n_val]
 
 
-def answer_nll(policy: torch.nn.Module, rows: list[Row], pad_id: int) -> torch.Tensor:
-    """Token-mean negative log-likelihood of the answer tokens of `rows` (prompt tokens carry no loss)."""
-    batch = build_batch("padded", [p for p, _ in rows], [a for _, a in rows], pad_id)
+def answer_nll(policy: torch.nn.Module, sequences: list[DemoSequence], pad_id: int, layout: str = "padded") -> torch.Tensor:
+    """Token-mean negative log-likelihood of the answer tokens of `sequences` (prompt tokens carry
+    no loss): −Σ log π(answer token | its prefix) / #answer tokens."""
+    batch = build_span_batch(layout, [q.ids for q in sequences], [q.spans for q in sequences], pad_id)
     batch = batch.to(next(policy.parameters()).device)
     logprobs = response_logprobs(policy, batch)
     mask = batch.response_mask.to(logprobs.dtype)
     return -(logprobs * mask).sum() / mask.sum()
 
 
-class WarmStartModule(L.LightningModule):
-    """Behaviour cloning: minimise `answer_nll` over demonstration rows."""
+def batches_of_rows(sequences: list[DemoSequence], batch_size: int) -> list[list[DemoSequence]]:
+    """Consecutive sequences in chunks that close once they hold `batch_size` rows or more."""
+    out: list[list[DemoSequence]] = [[]]
+    for q in sequences:
+        if sum(x.rows for x in out[-1]) >= batch_size:
+            out.append([])
+        out[-1].append(q)
+    return [c for c in out if c]
 
-    def __init__(self, cfg: Config, held_out: list[Row]) -> None:
+
+class SequenceBatches(torch.utils.data.Sampler):
+    """Batches of whole sequences holding about `batch_size` rows each, ⌈rows / batch_size⌉ per
+    epoch, reshuffled every epoch from one seeded generator."""
+
+    def __init__(self, sequences: list[DemoSequence], batch_size: int, seed: int) -> None:
+        self.row_counts = [q.rows for q in sequences]
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self):
+        batches = mini_batches(self.row_counts, sum(self.row_counts), self.batch_size, 1, self.generator)
+        return iter([b for b in batches if b])
+
+    def __len__(self) -> int:
+        return -(-sum(self.row_counts) // self.batch_size)
+
+
+class WarmStartModule(L.LightningModule):
+    """Behaviour cloning: minimise `answer_nll` over demonstration sequences."""
+
+    def __init__(self, cfg: Config, held_out: list[DemoSequence]) -> None:
         super().__init__()
         self.cfg = cfg
         self.tokenizer = load_tokenizer(cfg.model.name_or_path)
         self.pad_id = self.tokenizer.pad_token_id
         self.held_out = held_out
         self.policy: torch.nn.Module | None = None
+        self.token_layout = "padded"
+        """`optim.token_layout`, resolved when the model is built (as the trainer's)."""
         self.val_nll: list[float] = []
         """Held-out NLL before training, then after each epoch."""
 
     def configure_model(self) -> None:
         if self.policy is None:
             self.policy = build_policy(self.cfg.model, self.cfg.seed).train()  # loaded in eval mode
+            self.token_layout = resolve_token_layout(self.cfg.optim.token_layout, self.policy)
 
     def held_out_nll(self) -> float:
         if not self.held_out:
@@ -138,10 +209,9 @@ class WarmStartModule(L.LightningModule):
         self.policy.eval()
         with torch.no_grad():
             total = tokens = 0.0
-            for start in range(0, len(self.held_out), self.cfg.sft.batch_size):
-                chunk = self.held_out[start:start + self.cfg.sft.batch_size]
-                n = sum(len(a) for _, a in chunk)
-                total += float(answer_nll(self.policy, chunk, self.pad_id)) * n
+            for chunk in batches_of_rows(self.held_out, self.cfg.sft.batch_size):
+                n = sum(q.answer_tokens for q in chunk)
+                total += float(answer_nll(self.policy, chunk, self.pad_id, self.token_layout)) * n
                 tokens += n
         self.policy.train(was_training)
         return total / tokens
@@ -149,10 +219,10 @@ class WarmStartModule(L.LightningModule):
     def on_train_start(self) -> None:
         self.val_nll.append(self.held_out_nll())
 
-    def training_step(self, rows: list[Row], batch_idx: int) -> torch.Tensor:
+    def training_step(self, sequences: list[DemoSequence], batch_idx: int) -> torch.Tensor:
         assert self.policy is not None
-        loss = answer_nll(self.policy, rows, self.pad_id)
-        self.log("sft/loss", loss, prog_bar=True, batch_size=len(rows))
+        loss = answer_nll(self.policy, sequences, self.pad_id, self.token_layout)
+        self.log("sft/loss", loss, prog_bar=True, batch_size=sum(q.rows for q in sequences))
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -188,18 +258,20 @@ def sft(cfg: Config) -> Path:
         raise ConfigError(f"name: {run_dir} already holds a warm-started policy ({out}); choose another name=...")
     tokenizer = load_tokenizer(cfg.model.name_or_path)
     demos = collect(cfg, tokenizer)
-    train_rows, held_out = split_rows(demos, cfg.sft.val_fraction, cfg.seed)
+    trained, held_out_demos = split_demonstrations(demos, cfg.sft.val_fraction, cfg.seed)
+    shared = cfg.optim.sequences == "shared"
+    train_seqs, held_out = demo_sequences(trained, shared), demo_sequences(held_out_demos, shared)
+    train_rows, held_out_rows = sum(q.rows for q in train_seqs), sum(q.rows for q in held_out)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    print(f"sft: {len(demos.episodes)} demonstrations ({len(train_rows)} rows to train, {len(held_out)} held out), "
+    print(f"sft: {len(demos.episodes)} demonstrations ({train_rows} rows to train in {len(train_seqs)} sequences, "
+          f"{held_out_rows} held out), "
           f"{len(demos.failed)} failed to replay; sources: "
           + "; ".join(f"{len(s.instances)} instances of {s.options}" for s in demos.sources), flush=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = WarmStartModule(cfg, held_out)
     loader = torch.utils.data.DataLoader(
-        train_rows, batch_size=cfg.sft.batch_size, shuffle=True, collate_fn=list,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
+        train_seqs, batch_sampler=SequenceBatches(train_seqs, cfg.sft.batch_size, cfg.seed), collate_fn=list)
     trainer = L.Trainer(
         accelerator=cfg.trainer.get("accelerator", "auto"), devices=1, max_epochs=cfg.sft.epochs,
         logger=build_loggers(cfg, run_dir) or False, enable_checkpointing=False, log_every_n_steps=1,
@@ -211,7 +283,8 @@ def sft(cfg: Config) -> Path:
     export_policy(module.policy, module.tokenizer, out)
     record = {
         "model": cfg.model.name_or_path, "init_from": cfg.model.init_from, "seed": cfg.seed,
-        "demonstrations": len(demos.episodes), "train_rows": len(train_rows), "held_out_rows": len(held_out),
+        "demonstrations": len(demos.episodes), "train_rows": train_rows, "held_out_rows": held_out_rows,
+        "train_sequences": len(train_seqs),
         "failed_to_replay": demos.failed, "sources": [asdict(s) for s in demos.sources],
         "held_out_nll": module.val_nll, "epochs": cfg.sft.epochs, "lr": cfg.sft.lr,
         "lora": cfg.model.lora.enabled,

@@ -15,7 +15,8 @@ from empo2.envs import KeyRoomEnv
 from empo2.episode import Episode
 from empo2.models import build_policy, load_causal_lm
 from empo2.rollout import run_episodes
-from empo2.sft import answer_nll, sft
+from empo2.training_rows import mini_batches
+from empo2.sft import DemoSequence, SequenceBatches, answer_nll, demo_sequences, sft
 
 from conftest import tiny_overrides
 
@@ -118,8 +119,9 @@ def test_loss_covers_answer_tokens_only(tiny_model, tokenizer):
     model = load_causal_lm(tiny_model).eval()
     rows = [(tokenizer("a short prompt")["input_ids"], [11, 12, 13]),
             (tokenizer("a much longer prompt with many more words in it")["input_ids"], [21, 22])]
+    sequences = [DemoSequence(p + a, [(len(p), len(a))]) for p, a in rows]
     with torch.no_grad():
-        got = float(answer_nll(model, rows, tokenizer.pad_token_id))
+        got = float(answer_nll(model, sequences, tokenizer.pad_token_id))
         terms = []
         for prompt, answer in rows:
             logits = model(torch.tensor([prompt + answer])).logits[0]
@@ -127,6 +129,38 @@ def test_loss_covers_answer_tokens_only(tiny_model, tokenizer):
             terms += [-float(logp[len(prompt) - 1 + j, tok]) for j, tok in enumerate(answer)]
     # fp32 log-softmax over 49k logits vs the float64 reference: relative error well under 1e-5.
     assert got == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+
+
+def test_a_demonstration_is_one_sequence_with_the_per_step_loss(tiny_model, tokenizer):
+    """KeyRoom prompts chain, so each demonstration becomes one sequence with an answer span per
+    step, and its answer NLL is the per-step rows' (each span sees exactly its own step's prompt)."""
+    env = KeyRoomEnv(**ROOMS3)
+    done, _ = replay(env, env.instances("train")[:4], tokenizer, 1024, ["\n"])
+    shared, per_step = demo_sequences(done, shared=True), demo_sequences(done, shared=False)
+    assert [q.rows for q in shared] == [len(ep.steps) for ep in done] and max(q.rows for q in shared) > 1
+    assert len(per_step) == sum(len(ep.steps) for ep in done) and all(q.rows == 1 for q in per_step)
+    assert sum(len(q.ids) for q in shared) < sum(len(q.ids) for q in per_step)  # the history once, not per step
+    model = load_causal_lm(tiny_model).eval()
+    with torch.no_grad():
+        one = float(answer_nll(model, shared, tokenizer.pad_token_id))
+        each = float(answer_nll(model, per_step, tokenizer.pad_token_id))
+    # The same fp32 terms summed in another order (and, packed, attention over the same prefix in
+    # another kernel): agreement to float32 rounding, far inside 1e-5 relative.
+    assert one == pytest.approx(each, rel=1e-5)
+
+
+def test_sequence_batches_cover_each_sequence_once_per_epoch():
+    sequences = [DemoSequence([1] * (n + 2), [(1, 1)] * n) for n in (3, 1, 4, 1, 5, 2)]  # 16 rows
+    sampler = SequenceBatches(sequences, batch_size=5, seed=0)
+    epochs = [list(sampler) for _ in range(2)]
+    for batches in epochs:
+        assert len(batches) <= len(sampler) == 4  # ⌈16 / 5⌉
+        assert sorted(i for b in batches for i in b) == list(range(6))
+    # Each epoch is the trainer's mini-batch cut drawn from one generator that carries on between
+    # epochs (a new shuffle per epoch, the same ones for the same seed).
+    generator = torch.Generator().manual_seed(0)
+    expected = [[b for b in mini_batches([3, 1, 4, 1, 5, 2], 16, 5, 1, generator) if b] for _ in range(2)]
+    assert epochs == expected
 
 
 def sft_overrides(model_dir, tmp_path, name="sft", **extra):
