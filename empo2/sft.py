@@ -51,6 +51,9 @@ from empo2.module import resolve_token_layout
 from empo2.token_batch import build_span_batch, response_logprobs
 from empo2.training_rows import chain_groups, mini_batches
 
+POLICY_DIR = "policy"
+RECORD = "warm_start.json"
+
 
 @dataclass
 class DemoSequence:
@@ -68,9 +71,6 @@ class DemoSequence:
     @property
     def answer_tokens(self) -> int:
         return sum(n for _, n in self.spans)
-
-POLICY_DIR = "policy"
-RECORD = "warm_start.json"
 
 
 def demo_options(cfg: Config) -> list[tuple[str | None, dict[str, Any]]]:
