@@ -18,8 +18,10 @@ demonstration whose prompts chain is one sequence with an answer span per step (
 scores an episode, `empo2.training_rows`), and each span's log-probs are its own step's. Scored
 row by row, every step would forward the whole history again: on ScienceWorld, with prompts of ~1k
 tokens, that was most of the cost. `optim.sequences: per_step` keeps one sequence per step. Batches
-are whole demonstrations, ⌈rows / `sft.batch_size`⌉ optimizer steps per epoch of about
-`sft.batch_size` rows each (`empo2.training_rows.mini_batches`, as the trainer cuts mini-batches).
+are whole demonstrations, cut as the trainer cuts mini-batches (`empo2.training_rows.mini_batches`):
+about `sft.batch_size` rows each, at most ⌈rows / `sft.batch_size`⌉ optimizer steps per epoch; a
+demonstration is never split, so with demonstrations about as long as a batch there are fewer
+steps of more rows (ScienceWorld's warm start: 84 steps of ~10 rows instead of 109 of 8).
 
 Writes `<run>/policy/`: the merged weights (LoRA folded in) and tokenizer, a plain model folder
 that `model.init_from=<run>/policy` starts `fit`, `evaluate`, `adapt` and `compare` from, and
@@ -165,8 +167,9 @@ def batches_of_rows(sequences: list[DemoSequence], batch_size: int) -> list[list
 
 
 class SequenceBatches(torch.utils.data.Sampler):
-    """Batches of whole sequences holding about `batch_size` rows each, ⌈rows / batch_size⌉ per
-    epoch, reshuffled every epoch from one seeded generator."""
+    """Batches of whole sequences holding about `batch_size` rows each, reshuffled every epoch from
+    one seeded generator. Its length is the most batches an epoch can hold, ⌈rows / batch_size⌉; a
+    cut that no sequence starts in is skipped, so an epoch may hold fewer."""
 
     def __init__(self, sequences: list[DemoSequence], batch_size: int, seed: int) -> None:
         self.row_counts = [q.rows for q in sequences]
