@@ -25,7 +25,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from empo2.compare import _read_csv, write_outputs
+from empo2.compare import read_results_csv, write_outputs
 from empo2.plots import iteration_rows, read_rows
 
 
@@ -62,10 +62,10 @@ def write_rows(rows: list[dict[str, str]], dst: Path) -> None:
 
 def publish(run: Path, out: Path) -> list[Path]:
     compare_dir = run / "compare"
-    results = _read_csv(compare_dir / "results.csv")
+    results = read_results_csv(compare_dir / "results.csv")
     if not results:
         raise SystemExit(f"{compare_dir / 'results.csv'}: no finished cell to publish; run empo2.compare first")
-    written = [write_outputs(results, out, f"{run.name}: methods compared", _read_csv(compare_dir / "curves.csv"))]
+    written = [write_outputs(results, out, f"{run.name}: methods compared", read_results_csv(compare_dir / "curves.csv"))]
     several_tasks = len({r["task"] for r in results}) > 1
     for r in results:
         cell = cell_folder(compare_dir, r["task"], r["seed"], r["method"])

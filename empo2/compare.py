@@ -237,7 +237,8 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     tmp.replace(path)  # atomic: a stop mid-write keeps the previous table
 
 
-def _read_csv(path: Path) -> list[dict]:
+def read_results_csv(path: Path) -> list[dict]:
+    """The rows of one of the harness's CSVs (results or curves); none when it is not written yet."""
     if not path.is_file():
         return []
     with path.open(newline="") as fh:
@@ -316,8 +317,8 @@ def compare(cfg: Config) -> tuple[list[dict], Path]:
         variant_config(cfg, name)  # a bad override answers before any cell runs
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(to_yaml(cfg))
-    results = _read_csv(out_dir / "results.csv")
-    curves = _read_csv(out_dir / "curves.csv")
+    results = read_results_csv(out_dir / "results.csv")
+    curves = read_results_csv(out_dir / "curves.csv")
     done = {(r["method"], r["task"], str(r["seed"])) for r in results}
     title = f"{cfg.name}: methods compared"
     for task in cfg.compare.tasks or [None]:

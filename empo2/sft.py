@@ -158,12 +158,15 @@ def answer_nll(policy: torch.nn.Module, sequences: list[DemoSequence], pad_id: i
 
 def batches_of_rows(sequences: list[DemoSequence], batch_size: int) -> list[list[DemoSequence]]:
     """Consecutive sequences in chunks that close once they hold `batch_size` rows or more."""
-    out: list[list[DemoSequence]] = [[]]
+    out: list[list[DemoSequence]] = []
+    rows = batch_size  # a full chunk: the first sequence opens one
     for q in sequences:
-        if sum(x.rows for x in out[-1]) >= batch_size:
+        if rows >= batch_size:
             out.append([])
+            rows = 0
         out[-1].append(q)
-    return [c for c in out if c]
+        rows += q.rows
+    return out
 
 
 class SequenceBatches(torch.utils.data.Sampler):
