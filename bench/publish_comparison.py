@@ -11,9 +11,14 @@ regenerable from the run folder with one command:
 - per cell, the held-out episodes it was scored on, gzipped (`episodes/<method>-seed<k>-eval.jsonl.gz`;
   for reflexion the last adaptation iteration's), which `bench/episode_actions.py` reads.
 
-With several tasks every file name starts with `<task>-`. Files are rewritten, never deleted.
+With several tasks every file name starts with `<task>-`. Files are rewritten, never deleted, so
+cells published earlier from another machine's run folder keep their episodes and metrics.
+
+The reverse, on a fresh machine whose `runs/` is empty, puts the finished cells back so the same
+`empo2.compare` command continues the comparison instead of starting it over:
 
     python bench/publish_comparison.py runs/protocol-keyroom-success results/protocol-keyroom-success
+    python bench/publish_comparison.py --restore results/protocol-keyroom-success runs/protocol-keyroom-success
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from empo2.compare import read_results_csv, write_outputs
+from empo2.compare import read_results_csv, restore_published, write_outputs
+from empo2.config import ConfigError
 from empo2.plots import iteration_rows, read_rows
 
 
@@ -86,10 +92,22 @@ def publish(run: Path, out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path, help="the comparison's run folder (holds compare/)")
-    parser.add_argument("out", type=Path, help="where to write (e.g. results/<name>)")
+    parser.add_argument("--restore", nargs=2, type=Path, metavar=("PUBLISHED", "RUN"),
+                        help="the reverse: seed RUN/compare/ with PUBLISHED's finished cells")
+    parser.add_argument("run", type=Path, nargs="?", help="the comparison's run folder (holds compare/)")
+    parser.add_argument("out", type=Path, nargs="?", help="where to write (e.g. results/<name>)")
     args = parser.parse_args(argv)
-    for path in publish(args.run, args.out):
+    if args.restore is not None:
+        try:
+            written = restore_published(*args.restore)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    elif args.run is None or args.out is None:
+        parser.error("give RUN and OUT, or --restore PUBLISHED RUN")
+    else:
+        written = publish(args.run, args.out)
+    for path in written:
         print(path)
     return 0
 

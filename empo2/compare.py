@@ -34,7 +34,9 @@ continues from its last iteration, and so does a reflexion cell (its adaptation 
 every iteration: memory version and sampling state); their `minutes` then count only the part run
 since. Any other unfinished cell's folder is removed and the cell is run again from its start. Continuing with a
 different config (other than more seeds or methods) is refused, since the table would mix two
-experiments.
+experiments. The run folder is local; `bench/publish_comparison.py` copies the finished cells into a
+folder for committing, and its `--restore` puts them back on a fresh machine
+(`restore_published`), so a comparison spread over several machines' sessions keeps every finished cell.
 
 Imports inside functions are deliberate: the fit, evaluate and adapt machinery loads only after
 the config has been checked (a config error answers at once).
@@ -290,6 +292,8 @@ def _flat(d: dict, prefix: str = "") -> dict[str, object]:
 
 FREE_TO_CHANGE = ("logging.", "checkpoint.")
 """Config sections that do not change what a cell measures (a continued comparison may change them)."""
+FREE_KEYS = ("out_dir", "name")
+"""Where the run folder is: a comparison restored on another machine may live elsewhere."""
 
 
 def check_same_experiment(cfg: Config, saved: Path) -> None:
@@ -301,7 +305,7 @@ def check_same_experiment(cfg: Config, saved: Path) -> None:
     now = _flat(to_dict(cfg))
     added_variants = [k for k in now if k.startswith("compare.variants.") and k not in before]
     differ = [k for k in now if now[k] != before.get(k) and k not in ("compare.seeds", "compare.methods")
-              and k not in added_variants and not k.startswith(FREE_TO_CHANGE)]
+              and k not in added_variants and k not in FREE_KEYS and not k.startswith(FREE_TO_CHANGE)]
     differ += [k for k in before if k.startswith("compare.variants.") and k not in now]  # a removed variant
     if differ:
         raise ConfigError(
@@ -323,11 +327,13 @@ def compare(cfg: Config) -> tuple[list[dict], Path]:
     title = f"{cfg.name}: methods compared"
     for task in cfg.compare.tasks or [None]:
         label = task or cfg.env.name
-        warm = warm_start(cfg, task) if cfg.compare.warm_start else None
+        warm: Path | None = None  # trained (or found on disk) when the first unfinished cell needs it
         for seed in cfg.compare.seeds:
             for method in cfg.compare.methods:
                 if (method, label, str(seed)) in done:
                     continue
+                if cfg.compare.warm_start and warm is None:
+                    warm = warm_start(cfg, task)
                 mcfg = method_config(cfg, method, task, seed, warm)
                 if can_continue(mcfg, method):
                     # A stopped training or reflexion cell continues from its last iteration (the
@@ -351,6 +357,30 @@ def compare(cfg: Config) -> tuple[list[dict], Path]:
                       f"success {score['success_rate']:.2f}  ({minutes:.1f} min)", flush=True)
     summary = write_outputs(results, out_dir, title, curves) if results else out_dir / "summary.md"
     return results, summary
+
+
+PUBLISHED = ("results.csv", "curves.csv", "config.yaml")
+"""What a published comparison keeps of `<run>/compare/` that the harness reads to continue."""
+
+
+def restore_published(published: Path, run: Path) -> list[Path]:
+    """Seed `<run>/compare/` with a published comparison's finished cells (`results.csv`,
+    `curves.csv`, `config.yaml`), so that the same `empo2.compare` command on another machine
+    continues it: finished cells are skipped, the rest run. Checkpoints of unfinished cells are not
+    published, so those cells start over; the warm start is trained again when a cell needs it.
+    Refuses a run folder that already holds results (it would mix two records of one experiment)."""
+    compare_dir = run / "compare"
+    if not (published / "results.csv").is_file():
+        raise ConfigError(f"{published / 'results.csv'}: not found; give the folder bench/publish_comparison.py wrote")
+    if (compare_dir / "results.csv").is_file():
+        raise ConfigError(f"{compare_dir / 'results.csv'}: already exists; continue that run, or restore into a new folder")
+    compare_dir.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in PUBLISHED:
+        if (published / name).is_file():
+            shutil.copyfile(published / name, compare_dir / name)
+            copied.append(compare_dir / name)
+    return copied
 
 
 COMMAND = Command("empo2.compare", "Run baselines and EMPO² in one harness.",

@@ -179,6 +179,19 @@ def test_compare_continues_where_it_stopped(warm_model, tmp_path):
     stamps = (record.stat().st_mtime_ns, first_eval.stat().st_mtime_ns)
     with (out / "results.csv").open() as fh:
         before = list(csv.DictReader(fh))
+    # Published and restored on a "fresh machine" (another folder): the finished cells are skipped
+    # and nothing runs, not even the warm start (it is trained only when a cell needs it).
+    bench = _bench_module("publish_comparison")
+    bench.publish(tmp_path / "cmp", tmp_path / "published")
+    elsewhere = tmp_path / "elsewhere"
+    assert bench.main(["--restore", str(tmp_path / "published"), str(elsewhere / "cmp")]) == 0
+    moved = [*over, f"out_dir={elsewhere}"]
+    assert main([*moved, "compare.seeds=[0]"]) == 0
+    assert (elsewhere / "cmp" / "compare" / "results.csv").read_text() == (out / "results.csv").read_text()
+    assert sorted(p.name for p in (elsewhere / "cmp" / "compare").iterdir()) == [
+        "comparison.png", "config.yaml", "results.csv", "summary.md"]
+    assert bench.main(["--restore", str(tmp_path / "published"), str(elsewhere / "cmp")]) == 2  # would overwrite
+
     assert main([*over, "compare.seeds=[0,1]"]) == 0
     with (out / "results.csv").open() as fh:
         after = list(csv.DictReader(fh))
