@@ -8,6 +8,8 @@ regenerable from the run folder with one command:
   `comparison.png`, `curves.png`), redrawn from the run's CSVs by `empo2.compare.write_outputs`;
 - per trained cell, its training metrics one row per iteration (`<method>-seed<k>-training.csv`);
 - per reflexion cell, its adaptation table (`reflexion-seed<k>-adaptation.csv`);
+- per task, the warm start's record (`warm_start/<task folder>.json`: what it trained on, its
+  held-out answer NLL per epoch; the weights are too large to commit);
 - per cell, the held-out episodes it was scored on, gzipped (`episodes/<method>-seed<k>-eval.jsonl.gz`;
   for reflexion the last adaptation iteration's), which `bench/episode_actions.py` reads.
 
@@ -33,6 +35,7 @@ from pathlib import Path
 from empo2.compare import read_results_csv, restore_published, write_outputs
 from empo2.config import ConfigError
 from empo2.plots import iteration_rows, read_rows
+from empo2.sft import POLICY_DIR, RECORD
 
 
 def cell_folder(compare_dir: Path, task: str, seed: str, method: str) -> Path:
@@ -73,6 +76,11 @@ def publish(run: Path, out: Path) -> list[Path]:
         raise SystemExit(f"{compare_dir / 'results.csv'}: no finished cell to publish; run empo2.compare first")
     written = [write_outputs(results, out, f"{run.name}: methods compared", read_results_csv(compare_dir / "curves.csv"))]
     several_tasks = len({r["task"] for r in results}) > 1
+    for record in sorted(compare_dir.glob(f"*/warm_start/{POLICY_DIR}/{RECORD}")):
+        dst = out / "warm_start" / f"{record.parents[2].name}.json"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(record, dst)
+        written.append(dst)
     for r in results:
         cell = cell_folder(compare_dir, r["task"], r["seed"], r["method"])
         stem = f"{r['task']}-" * several_tasks + f"{r['method']}-seed{r['seed']}"

@@ -6,7 +6,7 @@ test split at `eval.temperature` with `eval.episodes_per_instance` episodes per 
 
 - **naive**: the config's starting model (never the harness's warm start), no memory, no training;
 - **warm_start**: with `compare.warm_start=true` the harness first runs `empo2.sft` once per task
-  (`sft.*`, the first seed) and starts every other method from its policy; this method scores that
+  (`sft.*`, the config's `seed`) and starts every other method from its policy; this method scores that
   policy alone, so every trained method can be read against its own starting point;
 - **reflexion**: the starting model (the warm start when there is one), memory only, no weight
   updates: the adaptation loop on the test instances themselves (every instance,
@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import math
 import shutil
 import statistics
 import time
@@ -114,21 +115,44 @@ def method_config(cfg: Config, method: str, task: str | None, seed: int, warm: P
 
 
 def warm_start_config(cfg: Config, task: str | None) -> Config:
-    """The `empo2.sft` run of one task: `<run>/compare/<task>/warm_start/`, the first seed."""
+    """The `empo2.sft` run of one task: `<run>/compare/<task>/warm_start/`, under the config's own
+    `seed` (not the first of `compare.seeds`, which a continuation may narrow to the seeds still
+    to run: the warm start, and so every cell's starting point, must not depend on that)."""
     from empo2.adapt import retarget_env
 
     out = copy.deepcopy(cfg)
     if task is not None:
         retarget_env(out, task, "compare.tasks")
-    out.seed = cfg.compare.seeds[0]
     out.out_dir = str(cfg.run_dir / "compare" / (task or "task"))
     out.name = "warm_start"
     out.ckpt_path = None
     return out
 
 
+PUBLISHED_WARM_START = "warm_start.published.json"
+"""Beside a task's `warm_start/` folder: the record of the warm start a restored comparison's
+finished cells started from (`restore_published`), to check a retrained one against."""
+
+
+def warm_start_drift(published: list[float], trained: list[float], rel: float = 1e-3) -> str | None:
+    """None when a retrained warm start reproduces the published one's held-out answer NLL after
+    every epoch (within `rel`, relative), else a line saying where they part. The weights are not
+    published (hundreds of MB), so this curve is what shows that cells run now start where the
+    published ones did; code changes to rendering or batching since can move it."""
+    if len(published) == len(trained) and all(abs(a - b) <= rel * abs(a) for a, b in zip(published, trained)):
+        return None
+    if any(math.isnan(x) for x in (*published, *trained)):
+        return "no held-out demonstrations (sft.val_fraction) to check the retrained warm start against the published one"
+    shown = lambda xs: " -> ".join(f"{x:.3f}" for x in xs)  # noqa: E731
+    return (f"the retrained warm start's held-out NLL {shown(trained)} differs from the published one's "
+            f"{shown(published)}: cells run now start from another policy than the finished cells did")
+
+
 def warm_start(cfg: Config, task: str | None) -> Path:
-    """The task's warm-started policy: reused when a finished one is on disk, else trained."""
+    """The task's warm-started policy: reused when a finished one is on disk, else trained (and,
+    in a restored comparison, checked against the published record)."""
+    import json
+
     from empo2.sft import POLICY_DIR, RECORD, sft
 
     scfg = warm_start_config(cfg, task)
@@ -136,7 +160,13 @@ def warm_start(cfg: Config, task: str | None) -> Path:
     if (policy / RECORD).is_file():
         return policy
     shutil.rmtree(scfg.run_dir, ignore_errors=True)  # an interrupted warm start is redone
-    return sft(scfg)
+    policy = sft(scfg)
+    published = scfg.run_dir.parent / PUBLISHED_WARM_START
+    if published.is_file():
+        trained = json.loads((policy / RECORD).read_text())["held_out_nll"]
+        drift = warm_start_drift(json.loads(published.read_text())["held_out_nll"], trained)
+        print(f"warning: {drift}" if drift else "warm start: reproduces the published record's held-out NLL", flush=True)
+    return policy
 
 
 def count_test_instances(cfg: Config) -> int:
@@ -365,7 +395,8 @@ PUBLISHED = ("results.csv", "curves.csv", "config.yaml")
 
 def restore_published(published: Path, run: Path) -> list[Path]:
     """Seed `<run>/compare/` with a published comparison's finished cells (`results.csv`,
-    `curves.csv`, `config.yaml`), so that the same `empo2.compare` command on another machine
+    `curves.csv`, `config.yaml`; each task's warm-start record beside its `warm_start/` folder, to
+    check the retrained warm start against: `warm_start_drift`), so that the same `empo2.compare` command on another machine
     continues it: finished cells are skipped, the rest run. Checkpoints of unfinished cells are not
     published, so those cells start over; the warm start is trained again when a cell needs it.
     Refuses a run folder that already holds results (it would mix two records of one experiment)."""
@@ -380,6 +411,10 @@ def restore_published(published: Path, run: Path) -> list[Path]:
         if (published / name).is_file():
             shutil.copyfile(published / name, compare_dir / name)
             copied.append(compare_dir / name)
+    for record in sorted((published / "warm_start").glob("*.json")):  # one per task folder
+        (compare_dir / record.stem).mkdir(exist_ok=True)
+        shutil.copyfile(record, compare_dir / record.stem / PUBLISHED_WARM_START)
+        copied.append(compare_dir / record.stem / PUBLISHED_WARM_START)
     return copied
 
 

@@ -67,6 +67,30 @@ def test_method_configs(tiny_model, tmp_path):
     assert method_config(with_gigpo, "empo2", None, 0).algo.advantage == "gigpo"  # EMPO² with step-level credit
 
 
+def test_the_warm_start_does_not_depend_on_which_seeds_are_left(tiny_model, tmp_path):
+    """A continuation narrowed to the seeds still to run (`compare.seeds=[2]`) trains the same warm
+    start as the full run: under the config's `seed`, in the same folder."""
+    from empo2.compare import warm_start_config
+
+    over = tiny_overrides(tiny_model, tmp_path, name="cmp")
+    full = warm_start_config(load_config(None, [*over, "seed=5", "compare.seeds=[0,1,2]"]), None)
+    rest = warm_start_config(load_config(None, [*over, "seed=5", "compare.seeds=[2]"]), None)
+    assert full.seed == rest.seed == 5 and full.run_dir == rest.run_dir == tmp_path / "cmp" / "compare" / "task" / "warm_start"
+
+
+def test_a_retrained_warm_start_is_checked_against_the_published_curve():
+    from empo2.compare import warm_start_drift
+
+    published = [3.325, 1.177, 0.478]
+    assert warm_start_drift(published, [3.325, 1.177, 0.478]) is None
+    assert warm_start_drift(published, [3.3252, 1.1775, 0.4783]) is None  # each within 1e-3 relative
+    drift = warm_start_drift(published, [3.325, 1.177, 0.473])  # 0.005 apart: ~1e-2 relative
+    assert drift is not None and "0.473" in drift and "0.478" in drift and "another policy" in drift
+    assert warm_start_drift(published, [3.325, 1.177]) is not None  # another number of epochs
+    nan = float("nan")
+    assert "no held-out demonstrations" in warm_start_drift([nan, nan], [nan, nan])
+
+
 VARIANT = "compare.variants={empo2-split: [intrinsic.combine=advantage, intrinsic.coef=0.1]}"
 
 
@@ -166,12 +190,13 @@ def test_compare_end_to_end(warm_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_compare_continues_where_it_stopped(warm_model, tmp_path):
+def test_compare_continues_where_it_stopped(warm_model, tmp_path, capsys):
     """Finished cells (and the warm start) are kept when the same comparison runs again with more
     seeds; another config is refused before anything runs."""
     over = tiny_overrides(warm_model, tmp_path, name="cmp", **{
         "eval.episodes_per_instance": 1, "eval.max_instances": 2, "compare.methods": "[naive,warm_start]",
-        "compare.warm_start": True, "sft.tasks": "[find-here]", "sft.epochs": 1, "sft.max_instances": 4})
+        "compare.warm_start": True, "sft.tasks": "[find-here]", "sft.epochs": 1, "sft.max_instances": 4,
+        "sft.val_fraction": 0.5})
     assert main([*over, "compare.seeds=[0]"]) == 0
     out = tmp_path / "cmp" / "compare"
     record = out / "task" / "warm_start" / "policy" / "warm_start.json"
@@ -183,14 +208,20 @@ def test_compare_continues_where_it_stopped(warm_model, tmp_path):
     # and nothing runs, not even the warm start (it is trained only when a cell needs it).
     bench = _bench_module("publish_comparison")
     bench.publish(tmp_path / "cmp", tmp_path / "published")
+    assert (tmp_path / "published" / "warm_start" / "task.json").read_text() == record.read_text()
     elsewhere = tmp_path / "elsewhere"
     assert bench.main(["--restore", str(tmp_path / "published"), str(elsewhere / "cmp")]) == 0
     moved = [*over, f"out_dir={elsewhere}"]
     assert main([*moved, "compare.seeds=[0]"]) == 0
-    assert (elsewhere / "cmp" / "compare" / "results.csv").read_text() == (out / "results.csv").read_text()
-    assert sorted(p.name for p in (elsewhere / "cmp" / "compare").iterdir()) == [
-        "comparison.png", "config.yaml", "results.csv", "summary.md"]
+    restored = elsewhere / "cmp" / "compare"
+    assert (restored / "results.csv").read_text() == (out / "results.csv").read_text()
+    assert sorted(p.name for p in restored.iterdir()) == ["comparison.png", "config.yaml", "results.csv", "summary.md", "task"]
+    assert [p.name for p in (restored / "task").iterdir()] == ["warm_start.published.json"]
     assert bench.main(["--restore", str(tmp_path / "published"), str(elsewhere / "cmp")]) == 2  # would overwrite
+    # A new seed there needs the warm start: retrained, and checked against the published record.
+    capsys.readouterr()
+    assert main([*moved, "compare.seeds=[0,1]"]) == 0
+    assert "warm start: reproduces the published record's held-out NLL" in capsys.readouterr().out
 
     assert main([*over, "compare.seeds=[0,1]"]) == 0
     with (out / "results.csv").open() as fh:
