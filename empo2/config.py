@@ -131,6 +131,10 @@ class EngineConfig:
     LoRA on CPU where hf is faster; else hf)."""
     max_batch_size: int = positive(64)
     """Most sequences generated at once (HF: per `generate` call; vLLM: `max_num_seqs`)."""
+    prefix_cache: bool = True
+    """HF engine: keep the key/value cache of the last `generate` call and encode only the new
+    tokens of prompts that extend it (an episode's next turn); off: every prompt is encoded whole.
+    Costs the cache's memory during the rollout (dropped when it ends); vLLM has its own."""
     dtype: Optional[str] = choice(None, "float32", "bfloat16", "float16")
     """vLLM weight dtype; default `model.dtype` (on GPU, `bfloat16` serves an fp32-trained policy faster)."""
     max_model_len: Optional[int] = None

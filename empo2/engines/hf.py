@@ -16,6 +16,9 @@ Compute dtype: generation runs under the same autocast as the trainer's forwards
 the one the trainer scores (old log-probs are taken under that precision too) and, on CPUs with
 bf16 instructions, generation takes 0.5-0.75x the time of float32 (BENCHMARKS.md).
 
+Turns: consecutive calls of an episode share their prompt's prefix, so the engine keeps the last
+call's key/value cache and encodes only what is new (`empo2.engines.prefix_cache`; `engine.prefix_cache`).
+
 Sharded policies (fsdp, fsdp2) cannot generate: each forward is a collective and the ranks' episodes
 differ in length. There the engine keeps an unsharded replica and `sync_weights` copies the gathered
 weights into it (only the adapters under LoRA; the frozen base is loaded once).
@@ -29,6 +32,7 @@ import torch
 
 from empo2 import sharding
 from empo2.engines.base import ENGINES, Generation, RolloutEngine, SamplingParams, trim_response
+from empo2.engines.prefix_cache import PrefixCache, compact, plan_continuation, reusable, weights_version
 
 
 _AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
@@ -43,8 +47,13 @@ def compute_dtype(trainer_precision: object, sharding_mixed_precision: str) -> t
 @ENGINES.register("hf")
 class HFEngine(RolloutEngine):
     def __init__(self, model, tokenizer, max_batch_size: int = 64, source=None,
-                 compute: torch.dtype | None = None) -> None:
+                 compute: torch.dtype | None = None, prefix_cache: bool = True) -> None:
         self.model = model
+        self.prefix_cache = prefix_cache
+        """Continue from the previous call's key/value cache where the prompts extend it."""
+        self._cache: PrefixCache | None = None
+        self._prompt_tokens = 0
+        self._reused_tokens = 0
         self.compute = compute
         """Autocast dtype for generation (the trainer's), or None for the weights' own dtype."""
         self.source = source
@@ -61,14 +70,15 @@ class HFEngine(RolloutEngine):
     @classmethod
     def from_config(cls, cfg, policy, tokenizer, work_dir):
         compute = compute_dtype(cfg.trainer.get("precision"), cfg.sharding.mixed_precision)
+        kwargs = dict(max_batch_size=cfg.engine.max_batch_size, compute=compute, prefix_cache=cfg.engine.prefix_cache)
         if not sharding.is_sharded(policy):
-            return cls(policy, tokenizer, max_batch_size=cfg.engine.max_batch_size, compute=compute)
+            return cls(policy, tokenizer, **kwargs)
         from empo2.models import build_policy
 
         device = next(policy.parameters()).device
         replica = build_policy(cfg.model, cfg.seed).to(device)
         replica.requires_grad_(False)
-        engine = cls(replica, tokenizer, max_batch_size=cfg.engine.max_batch_size, source=policy, compute=compute)
+        engine = cls(replica, tokenizer, source=policy, **kwargs)
         engine._copy_weights(trainable_only=False)
         return engine
 
@@ -82,6 +92,15 @@ class HFEngine(RolloutEngine):
         if self.source is not None:
             self._copy_weights(trainable_only=self.adapters_only)
 
+    def release_memory(self) -> None:
+        self._cache = None
+
+    def metrics(self) -> dict[str, float]:
+        """Share of prompt tokens taken from the cache since the last call (then reset)."""
+        share = self._reused_tokens / self._prompt_tokens if self._prompt_tokens else 0.0
+        self._prompt_tokens = self._reused_tokens = 0
+        return {"engine/prompt_tokens_reused": share}
+
     def stop_token_ids(self, stop: list[str]) -> set[int] | None:
         """Token ids that end generation for these stops, or None when a stop can span tokens."""
         key = tuple(sorted(set(stop)))
@@ -94,21 +113,53 @@ class HFEngine(RolloutEngine):
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
-        out: list[Generation] = []
-        for start in range(0, len(prompts), self.max_batch_size):
-            out.extend(self._generate_batch(prompts[start:start + self.max_batch_size], params))
-        return out
-
-    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         if not prompts:
             return []
-        device = next(self.model.parameters()).device
+        # One cache is kept, so only a call that fits one batch continues from (and leaves) one.
+        reuse = self.prefix_cache and len(prompts) <= self.max_batch_size
+        if not reuse:
+            self._cache = None
+        out: list[Generation] = []
+        for start in range(0, len(prompts), self.max_batch_size):
+            out.extend(self._generate_batch(prompts[start:start + self.max_batch_size], params, reuse))
+        return out
+
+    def _inputs(self, prompts: list[list[int]], reuse: bool):
+        """input_ids, attention mask and the cache to continue from (None: encode every token)."""
+        self._prompt_tokens += sum(len(p) for p in prompts)
+        if reuse and self._cache is not None and self._cache.version == weights_version(self.model):
+            cont = plan_continuation(self._cache, prompts, self.pad_id)
+            if cont is not None:
+                self._reused_tokens += cont.reused
+                return cont.input_ids, cont.attention_mask, cont.kv
+        self._cache = None  # stale (the weights moved) or of no use
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, p in enumerate(prompts):
             input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
             attention[i, width - len(p):] = 1
+        return input_ids, attention, None
+
+    def _keep_cache(self, result, attention: torch.Tensor, responses: list[list[int]]) -> PrefixCache | None:
+        """The finished call's cache, cut to each row's prompt and kept response tokens."""
+        kv = getattr(result, "past_key_values", None)
+        if not reusable(kv):
+            return None
+        width = attention.shape[1]
+        cached = kv.get_seq_length()
+        if cached != result.sequences.shape[1] - 1:  # the last sampled token is never fed
+            return None
+        keep = torch.zeros((len(responses), cached), dtype=torch.bool)
+        keep[:, :width] = attention.bool()
+        for i, ids in enumerate(responses):
+            keep[i, width:width + min(len(ids), cached - width)] = True
+        return compact(kv, result.sequences[:, :cached].cpu(), keep, weights_version(self.model))
+
+    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, reuse: bool = False) -> list[Generation]:
+        device = next(self.model.parameters()).device
+        input_ids, attention, past = self._inputs(prompts, reuse)
+        width = input_ids.shape[1]
         greedy = params.temperature <= 0
         stop_ids = self.stop_token_ids(list(params.stop)) if params.stop else set()
         was_training = self.model.training
@@ -131,6 +182,8 @@ class HFEngine(RolloutEngine):
                     eos_token_id=sorted(self.eos_ids | (stop_ids or set())),
                     output_logits=True,
                     return_dict_in_generate=True,
+                    past_key_values=past,
+                    use_cache=True,
                 )
         finally:
             self.model.train(was_training)
@@ -150,4 +203,6 @@ class HFEngine(RolloutEngine):
                 text=self.tokenizer.decode(ids, skip_special_tokens=True),
                 finish_reason=reason,
             ))
+        if reuse:
+            self._cache = self._keep_cache(result, attention, [g.token_ids for g in gens])
         return gens
