@@ -34,7 +34,14 @@ continues from its last iteration, and so does a reflexion cell (its adaptation 
 every iteration: memory version and sampling state); their `minutes` then count only the part run
 since. Any other unfinished cell's folder is removed and the cell is run again from its start. Continuing with a
 different config (other than more seeds or methods) is refused, since the table would mix two
-experiments. The run folder is local; `bench/publish_comparison.py` copies the finished cells into a
+experiments.
+
+Several processes, one comparison: the same command started N times (one process per GPU with
+`CUDA_VISIBLE_DEVICES`, or per core) splits the grid. Each process runs only the cells it claims
+(a lock file per cell; a cell another process holds is skipped), adds finished rows to the table
+under a lock, merged with the others' (`record_cell`), and waits for a warm start another process is
+training (`empo2.cell_claims`). A process that stops releases its claims; the next run of the
+command continues its cells as above. The run folder is local; `bench/publish_comparison.py` copies the finished cells into a
 folder for committing, and its `--restore` puts them back on a fresh machine
 (`restore_published`), so a comparison spread over several machines' sessions keeps every finished cell.
 
@@ -52,6 +59,7 @@ import statistics
 import time
 from pathlib import Path
 
+from empo2.cell_claims import cell_lock, claim, held, table_lock
 from empo2.cli import Command, run_command
 from empo2.config import Config, ConfigError, load_config, to_dict, to_yaml, validate
 
@@ -157,10 +165,11 @@ def warm_start(cfg: Config, task: str | None) -> Path:
 
     scfg = warm_start_config(cfg, task)
     policy = scfg.run_dir / POLICY_DIR
-    if (policy / RECORD).is_file():
-        return policy
-    shutil.rmtree(scfg.run_dir, ignore_errors=True)  # an interrupted warm start is redone
-    policy = sft(scfg)
+    with held(cell_lock(scfg.run_dir), waiting=f"warm start ({task or cfg.env.name}): another process is training it; waiting"):
+        if (policy / RECORD).is_file():
+            return policy
+        shutil.rmtree(scfg.run_dir, ignore_errors=True)  # an interrupted warm start is redone
+        policy = sft(scfg)
     published = scfg.run_dir.parent / PUBLISHED_WARM_START
     if published.is_file():
         trained = json.loads((policy / RECORD).read_text())["held_out_nll"]
@@ -344,49 +353,78 @@ def check_same_experiment(cfg: Config, saved: Path) -> None:
         )
 
 
+def finished_cells(out_dir: Path) -> set[tuple[str, str, str]]:
+    """(method, task, seed) of every cell in the comparison's table on disk (other processes'
+    included: `empo2.cell_claims`)."""
+    return {(r["method"], r["task"], str(r["seed"])) for r in read_results_csv(out_dir / "results.csv")}
+
+
+def record_cell(out_dir: Path, row: dict, curve: list[dict], title: str) -> list[dict]:
+    """Add one finished cell's row and curve to the comparison's table, merged under the table's
+    lock with what is on disk (rows other processes finished meanwhile are kept); the table after."""
+    key = lambda r: (r["method"], r["task"], str(r["seed"]))  # noqa: E731
+    with held(table_lock(out_dir)):
+        results = [r for r in read_results_csv(out_dir / "results.csv") if key(r) != key(row)] + [row]
+        curves = [c for c in read_results_csv(out_dir / "curves.csv") if key(c) != key(row)] + curve
+        write_outputs(results, out_dir, title, curves)
+    return results
+
+
 def compare(cfg: Config) -> tuple[list[dict], Path]:
-    out_dir = cfg.run_dir / "compare"
-    check_same_experiment(cfg, out_dir / "config.yaml")
     for name in cfg.compare.variants:
         variant_config(cfg, name)  # a bad override answers before any cell runs
+    out_dir = cfg.run_dir / "compare"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(to_yaml(cfg))
-    results = read_results_csv(out_dir / "results.csv")
-    curves = read_results_csv(out_dir / "curves.csv")
-    done = {(r["method"], r["task"], str(r["seed"])) for r in results}
+    with held(table_lock(out_dir)):
+        check_same_experiment(cfg, out_dir / "config.yaml")
+        (out_dir / "config.yaml").write_text(to_yaml(cfg))
     title = f"{cfg.name}: methods compared"
     for task in cfg.compare.tasks or [None]:
         label = task or cfg.env.name
         warm: Path | None = None  # trained (or found on disk) when the first unfinished cell needs it
         for seed in cfg.compare.seeds:
             for method in cfg.compare.methods:
-                if (method, label, str(seed)) in done:
+                cell = (method, label, str(seed))
+                if cell in finished_cells(out_dir):
                     continue
-                if cfg.compare.warm_start and warm is None:
-                    warm = warm_start(cfg, task)
-                mcfg = method_config(cfg, method, task, seed, warm)
-                if can_continue(mcfg, method):
-                    # A stopped training or reflexion cell continues from its last iteration (the
-                    # experiment's config is the one it started under: check_same_experiment).
-                    if trains(cfg, method):
-                        mcfg.ckpt_path = "last"
-                    print(f"{method:>10}  {label}  seed {seed}: continuing from its last checkpoint", flush=True)
-                else:
-                    shutil.rmtree(mcfg.run_dir, ignore_errors=True)  # any other unfinished cell starts over
-                    mcfg.run_dir.mkdir(parents=True)
-                    (mcfg.run_dir / "config.yaml").write_text(to_yaml(mcfg))  # what this cell ran
-                t0 = time.perf_counter()
-                score = run_method(mcfg, method)
-                minutes = round((time.perf_counter() - t0) / 60, 2)
-                results.append({"method": method, "task": label, "seed": seed, "return": score["return"],
-                                "success_rate": score["success_rate"], "minutes": minutes})
-                curves += [{"method": method, "task": label, "seed": seed, "iteration": k, "return": v}
-                           for k, v in enumerate(score["curve"])]
-                write_outputs(results, out_dir, title, curves)
-                print(f"{method:>10}  {label}  seed {seed}: return {score['return']:.2f}  "
-                      f"success {score['success_rate']:.2f}  ({minutes:.1f} min)", flush=True)
-    summary = write_outputs(results, out_dir, title, curves) if results else out_dir / "summary.md"
+                with claim(cell_lock(cell_dir(cfg, task, seed) / method)) as mine:
+                    if not mine:
+                        print(f"{method:>10}  {label}  seed {seed}: running in another process; skipped", flush=True)
+                        continue
+                    if cell in finished_cells(out_dir):
+                        continue  # another process finished it while this one looked
+                    if cfg.compare.warm_start and warm is None:
+                        warm = warm_start(cfg, task)
+                    score, minutes = run_cell(cfg, method, task, seed, warm, label)
+                    record_cell(out_dir, {"method": method, "task": label, "seed": seed, "return": score["return"],
+                                          "success_rate": score["success_rate"], "minutes": minutes},
+                                [{"method": method, "task": label, "seed": seed, "iteration": k, "return": v}
+                                 for k, v in enumerate(score["curve"])], title)
+                    print(f"{method:>10}  {label}  seed {seed}: return {score['return']:.2f}  "
+                          f"success {score['success_rate']:.2f}  ({minutes:.1f} min)", flush=True)
+    with held(table_lock(out_dir)):
+        results = read_results_csv(out_dir / "results.csv")
+        summary = write_outputs(results, out_dir, title, read_results_csv(out_dir / "curves.csv")) if results else out_dir / "summary.md"
     return results, summary
+
+
+def run_cell(cfg: Config, method: str, task: str | None, seed: int, warm: Path | None, label: str) -> tuple[dict, float]:
+    """Run one claimed cell, continuing it from its last checkpoint when a stopped run left one, else
+    from a fresh folder: its score and the minutes it took."""
+    mcfg = method_config(cfg, method, task, seed, warm)
+    if can_continue(mcfg, method):
+        # A stopped training or reflexion cell continues from its last iteration (the
+        # experiment's config is the one it started under: check_same_experiment).
+        if trains(cfg, method):
+            mcfg.ckpt_path = "last"
+        print(f"{method:>10}  {label}  seed {seed}: continuing from its last checkpoint", flush=True)
+    else:
+        shutil.rmtree(mcfg.run_dir, ignore_errors=True)  # any other unfinished cell starts over
+        mcfg.run_dir.mkdir(parents=True)
+        (mcfg.run_dir / "config.yaml").write_text(to_yaml(mcfg))  # what this cell ran
+    t0 = time.perf_counter()
+    score = run_method(mcfg, method)
+    return score, round((time.perf_counter() - t0) / 60, 2)
 
 
 PUBLISHED = ("results.csv", "curves.csv", "config.yaml")
@@ -432,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
         _, summary = result
-        print(summary.read_text())
+        print(summary.read_text() if summary.is_file() else "no cell has finished yet")
         print(f"written to {summary.parent}")
         return 0
 

@@ -215,7 +215,7 @@ def test_compare_continues_where_it_stopped(warm_model, tmp_path, capsys):
     assert main([*moved, "compare.seeds=[0]"]) == 0
     restored = elsewhere / "cmp" / "compare"
     assert (restored / "results.csv").read_text() == (out / "results.csv").read_text()
-    assert sorted(p.name for p in restored.iterdir()) == ["comparison.png", "config.yaml", "results.csv", "summary.md", "task"]
+    assert sorted(p.name for p in restored.iterdir()) == ["comparison.png", "config.yaml", "results.csv", "results.lock", "summary.md", "task"]
     assert [p.name for p in (restored / "task").iterdir()] == ["warm_start.published.json"]
     assert bench.main(["--restore", str(tmp_path / "published"), str(elsewhere / "cmp")]) == 2  # would overwrite
     # A new seed there needs the warm start: retrained, and checked against the published record.
@@ -291,3 +291,27 @@ def test_a_stopped_reflexion_cell_continues_from_its_checkpoint(warm_model, tmp_
         assert [(r["method"], r["seed"]) for r in csv.DictReader(fh)] == [("reflexion", "0")]
     with (out / "curves.csv").open() as fh:
         assert [c["iteration"] for c in csv.DictReader(fh)] == ["0", "1"]
+
+
+def test_a_cell_another_process_holds_is_skipped_and_run_later(warm_model, tmp_path, capsys):
+    """Two `empo2.compare` processes on one folder split the grid: a cell whose lock another holds
+    is skipped (not run twice), the table keeps every process's rows, and the next run of the
+    command, once the holder is gone, runs the skipped cell."""
+    from empo2.cell_claims import cell_lock, claim
+    from empo2.compare import cell_dir
+
+    over = tiny_overrides(warm_model, tmp_path, name="cmp", **{
+        "eval.episodes_per_instance": 1, "eval.max_instances": 2, "compare.methods": "[naive]",
+        "compare.seeds": "[0,1]", "compare.warm_start": False})
+    cfg = load_config(None, over)
+    out = tmp_path / "cmp" / "compare"
+    with claim(cell_lock(cell_dir(cfg, None, 0) / "naive")) as mine:  # "another process" runs seed 0
+        assert mine
+        assert main(over) == 0
+    assert "naive  keyroom  seed 0: running in another process; skipped" in capsys.readouterr().out
+    assert not (out / "task-seed0" / "naive").exists()
+    with (out / "results.csv").open() as fh:
+        assert [(r["method"], r["seed"]) for r in csv.DictReader(fh)] == [("naive", "1")]
+    assert main(over) == 0
+    with (out / "results.csv").open() as fh:
+        assert [(r["method"], r["seed"]) for r in csv.DictReader(fh)] == [("naive", "1"), ("naive", "0")]
