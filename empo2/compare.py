@@ -359,15 +359,14 @@ def finished_cells(out_dir: Path) -> set[tuple[str, str, str]]:
     return {(r["method"], r["task"], str(r["seed"])) for r in read_results_csv(out_dir / "results.csv")}
 
 
-def record_cell(out_dir: Path, row: dict, curve: list[dict], title: str) -> list[dict]:
+def record_cell(out_dir: Path, row: dict, curve: list[dict], title: str) -> None:
     """Add one finished cell's row and curve to the comparison's table, merged under the table's
-    lock with what is on disk (rows other processes finished meanwhile are kept); the table after."""
+    lock with what is on disk (rows other processes finished meanwhile are kept)."""
     key = lambda r: (r["method"], r["task"], str(r["seed"]))  # noqa: E731
     with held(table_lock(out_dir)):
         results = [r for r in read_results_csv(out_dir / "results.csv") if key(r) != key(row)] + [row]
         curves = [c for c in read_results_csv(out_dir / "curves.csv") if key(c) != key(row)] + curve
         write_outputs(results, out_dir, title, curves)
-    return results
 
 
 def compare(cfg: Config) -> tuple[list[dict], Path]:
