@@ -5,7 +5,7 @@ episode), far too much to commit. This writes the part a reader of the README ne
 regenerable from the run folder with one command:
 
 - the harness's table, curves and plots (`results.csv`, `summary.md`, `curves.csv`,
-  `comparison.png`, `curves.png`), redrawn from the run's CSVs by `empo2.compare.write_outputs`;
+  `comparison.png`, `curves.png`), redrawn from the run's CSVs by `empo2.comparison_table.write_outputs`;
 - per trained cell, its training metrics one row per iteration (`<method>-seed<k>-training.csv`);
 - per reflexion cell, its adaptation table (`reflexion-seed<k>-adaptation.csv`);
 - per task, the warm start's record (`warm_start/<task folder>.json`: what it trained on, its
@@ -32,7 +32,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from empo2.compare import read_results_csv, restore_published, write_outputs
+from empo2.compare import restore_published
+from empo2.comparison_table import read_results_csv, write_outputs
 from empo2.config import ConfigError
 from empo2.plots import iteration_rows, read_rows
 from empo2.sft import POLICY_DIR, RECORD

@@ -9,7 +9,7 @@ every cell N times or let the last writer's `results.csv` erase the others' rows
   another process holds is skipped, and the next run of the command picks it up if that process
   died);
 - a finished cell's row is added to the table under the table's lock, read from disk and merged
-  (`table_lock` around `empo2.compare.record_cell`), never written from a process's own stale copy;
+  (`table_lock` around `empo2.comparison_table.record_cell`), never written from a process's own stale copy;
 - a shared warm start is trained by whichever process needs it first; the others wait for it
   (`held`).
 

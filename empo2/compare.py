@@ -52,23 +52,19 @@ the config has been checked (a config error answers at once).
 from __future__ import annotations
 
 import copy
-import csv
 import math
 import shutil
-import statistics
 import time
 from pathlib import Path
 
 from empo2.cell_claims import cell_lock, claim, held, table_lock
+from empo2.comparison_table import finished_cells, read_results_csv, record_cell, write_outputs
 from empo2.cli import Command, run_command
 from empo2.config import Config, ConfigError, load_config, to_dict, to_yaml, validate
 
-MEAN = "mean over tasks"
 PLAIN_RL = {"grpo": "grpo", "gigpo": "gigpo", "hgpo": "hgpo"}
 """Methods that train without memory or novelty bonus, and the advantage estimator each uses."""
 TRAINED = (*PLAIN_RL, "empo2")
-RESULT_FIELDS = ["method", "task", "seed", "return", "success_rate", "minutes"]
-CURVE_FIELDS = ["method", "task", "seed", "iteration", "return"]
 
 
 def cell_dir(cfg: Config, task: str | None, seed: int) -> Path:
@@ -253,72 +249,6 @@ def run_method(cfg: Config, method: str) -> dict:
     return {"return": table[-1].mean_return, "success_rate": table[-1].success_rate, "curve": curve}
 
 
-def summarise(results: list[dict], key: str = "return") -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """Per method and task: mean and (sample) std of `key` over seeds, plus the mean over tasks."""
-    means: dict[str, dict[str, float]] = {}
-    stds: dict[str, dict[str, float]] = {}
-    for method in dict.fromkeys(r["method"] for r in results):
-        mine = [r for r in results if r["method"] == method]
-        for task in dict.fromkeys(r["task"] for r in mine):
-            vals = [float(r[key]) for r in mine if r["task"] == task]
-            means.setdefault(method, {})[task] = statistics.fmean(vals)
-            stds.setdefault(method, {})[task] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        per_seed = [statistics.fmean(float(r[key]) for r in mine if r["seed"] == s) for s in dict.fromkeys(r["seed"] for r in mine)]
-        means[method][MEAN] = statistics.fmean(per_seed)
-        stds[method][MEAN] = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
-    return means, stds
-
-
-def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
-    tmp = path.with_suffix(".csv.partial")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)  # atomic: a stop mid-write keeps the previous table
-
-
-def read_results_csv(path: Path) -> list[dict]:
-    """The rows of one of the harness's CSVs (results or curves); none when it is not written yet."""
-    if not path.is_file():
-        return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def write_outputs(results: list[dict], out_dir: Path, title: str, curves: list[dict] | None = None) -> Path:
-    from empo2.plots import score_bars, seed_band_curves
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv(out_dir / "results.csv", RESULT_FIELDS, results)
-    means, stds = summarise(results)
-    s_means, s_stds = summarise(results, "success_rate")
-    tasks = [*dict.fromkeys(str(r["task"]) for r in results), MEAN]
-    seeds = sorted({int(r["seed"]) for r in results})
-    lines = [f"Mean ± std over seeds {seeds} (test split): return, then success rate.", "",
-             "| method | seeds | " + " | ".join(f"{t} return | {t} success" for t in tasks) + " |",
-             "|---|---:|" + "---:|---:|" * len(tasks)]
-    for method in means:
-        n = len({r["seed"] for r in results if r["method"] == method})
-        cells = [f"{means[method][t]:.1f} ± {stds[method][t]:.1f} | {s_means[method][t]:.2f} ± {s_stds[method][t]:.2f}"
-                 if t in means[method] else "– | –" for t in tasks]  # a cell not run yet
-        lines.append(f"| {method} | {n} | " + " | ".join(cells) + " |")
-    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
-    score_bars(means, out_dir / "comparison.png", ylabel="mean return (test split)", title=title, errors=stds)
-    if curves:
-        _write_csv(out_dir / "curves.csv", CURVE_FIELDS, curves)
-        for task in dict.fromkeys(c["task"] for c in curves):
-            by_method: dict[str, dict[str, list[float]]] = {}
-            for c in curves:
-                if c["task"] == task:
-                    by_method.setdefault(c["method"], {}).setdefault(str(c["seed"]), []).append(float(c["return"]))
-            name = "curves.png" if len({c["task"] for c in curves}) == 1 else f"curves-{task}.png"
-            seed_band_curves({m: list(runs.values()) for m, runs in by_method.items()}, out_dir / name,
-                             ylabel="mean return per iteration\n(training rollouts; reflexion: test)",
-                             title=f"{title}\n{task}: mean ± std over seeds")
-    return out_dir / "summary.md"
-
-
 def _flat(d: dict, prefix: str = "") -> dict[str, object]:
     out: dict[str, object] = {}
     for k, v in d.items():
@@ -351,22 +281,6 @@ def check_same_experiment(cfg: Config, saved: Path) -> None:
             f"compare: {saved.parent} holds a comparison run with another config ({', '.join(differ[:6])} differ); "
             f"use the same config to continue it, or another name=..."
         )
-
-
-def finished_cells(out_dir: Path) -> set[tuple[str, str, str]]:
-    """(method, task, seed) of every cell in the comparison's table on disk (other processes'
-    included: `empo2.cell_claims`)."""
-    return {(r["method"], r["task"], str(r["seed"])) for r in read_results_csv(out_dir / "results.csv")}
-
-
-def record_cell(out_dir: Path, row: dict, curve: list[dict], title: str) -> None:
-    """Add one finished cell's row and curve to the comparison's table, merged under the table's
-    lock with what is on disk (rows other processes finished meanwhile are kept)."""
-    key = lambda r: (r["method"], r["task"], str(r["seed"]))  # noqa: E731
-    with held(table_lock(out_dir)):
-        results = [r for r in read_results_csv(out_dir / "results.csv") if key(r) != key(row)] + [row]
-        curves = [c for c in read_results_csv(out_dir / "curves.csv") if key(c) != key(row)] + curve
-        write_outputs(results, out_dir, title, curves)
 
 
 def compare(cfg: Config) -> tuple[list[dict], Path]:

@@ -6,7 +6,7 @@ import sys
 import threading
 
 from empo2.cell_claims import cell_lock, claim, held
-from empo2.compare import read_results_csv, record_cell
+from empo2.comparison_table import read_results_csv, record_cell
 
 from conftest import child_env
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from empo2.compare import MEAN, equal_budget_iterations, main, method_config, reflexion_config, summarise
+from empo2.compare import equal_budget_iterations, main, method_config, reflexion_config
+from empo2.comparison_table import MEAN, summarise
 from empo2.config import load_config
 
 from conftest import tiny_overrides

@@ -1,0 +1,104 @@
+"""The comparison's table on disk: `results.csv`, `curves.csv`, `summary.md` and the plots drawn from them.
+
+Why its own module: the harness (`empo2.compare`) runs cells; this is the record they leave, and
+more than the harness reads and writes it (`bench/publish_comparison.py` redraws a published copy;
+several harness processes merge their rows into one table under its lock). A row is one finished
+cell (method, task, seed); the CSVs are the record, and everything else here is drawn from them,
+so a table merged from several processes or machines redraws to the same summary and plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+from empo2.cell_claims import held, table_lock
+
+MEAN = "mean over tasks"
+RESULT_FIELDS = ["method", "task", "seed", "return", "success_rate", "minutes"]
+"""One row per finished cell: its held-out mean return and success rate, and its wall-clock minutes."""
+CURVE_FIELDS = ["method", "task", "seed", "iteration", "return"]
+"""One row per cell and iteration: training rollouts' mean return (reflexion: its adaptation pass's)."""
+
+
+def summarise(results: list[dict], key: str = "return") -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Per method and task: mean and (sample) std of `key` over seeds, plus the mean over tasks."""
+    means: dict[str, dict[str, float]] = {}
+    stds: dict[str, dict[str, float]] = {}
+    for method in dict.fromkeys(r["method"] for r in results):
+        mine = [r for r in results if r["method"] == method]
+        for task in dict.fromkeys(r["task"] for r in mine):
+            vals = [float(r[key]) for r in mine if r["task"] == task]
+            means.setdefault(method, {})[task] = statistics.fmean(vals)
+            stds.setdefault(method, {})[task] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        per_seed = [statistics.fmean(float(r[key]) for r in mine if r["seed"] == s) for s in dict.fromkeys(r["seed"] for r in mine)]
+        means[method][MEAN] = statistics.fmean(per_seed)
+        stds[method][MEAN] = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
+    return means, stds
+
+
+def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    tmp = path.with_suffix(".csv.partial")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)  # atomic: a stop mid-write keeps the previous table
+
+
+def read_results_csv(path: Path) -> list[dict]:
+    """The rows of one of the harness's CSVs (results or curves); none when it is not written yet."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_outputs(results: list[dict], out_dir: Path, title: str, curves: list[dict] | None = None) -> Path:
+    from empo2.plots import score_bars, seed_band_curves
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "results.csv", RESULT_FIELDS, results)
+    means, stds = summarise(results)
+    s_means, s_stds = summarise(results, "success_rate")
+    tasks = [*dict.fromkeys(str(r["task"]) for r in results), MEAN]
+    seeds = sorted({int(r["seed"]) for r in results})
+    lines = [f"Mean ± std over seeds {seeds} (test split): return, then success rate.", "",
+             "| method | seeds | " + " | ".join(f"{t} return | {t} success" for t in tasks) + " |",
+             "|---|---:|" + "---:|---:|" * len(tasks)]
+    for method in means:
+        n = len({r["seed"] for r in results if r["method"] == method})
+        cells = [f"{means[method][t]:.1f} ± {stds[method][t]:.1f} | {s_means[method][t]:.2f} ± {s_stds[method][t]:.2f}"
+                 if t in means[method] else "– | –" for t in tasks]  # a cell not run yet
+        lines.append(f"| {method} | {n} | " + " | ".join(cells) + " |")
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    score_bars(means, out_dir / "comparison.png", ylabel="mean return (test split)", title=title, errors=stds)
+    if curves:
+        write_csv(out_dir / "curves.csv", CURVE_FIELDS, curves)
+        for task in dict.fromkeys(c["task"] for c in curves):
+            by_method: dict[str, dict[str, list[float]]] = {}
+            for c in curves:
+                if c["task"] == task:
+                    by_method.setdefault(c["method"], {}).setdefault(str(c["seed"]), []).append(float(c["return"]))
+            name = "curves.png" if len({c["task"] for c in curves}) == 1 else f"curves-{task}.png"
+            seed_band_curves({m: list(runs.values()) for m, runs in by_method.items()}, out_dir / name,
+                             ylabel="mean return per iteration\n(training rollouts; reflexion: test)",
+                             title=f"{title}\n{task}: mean ± std over seeds")
+    return out_dir / "summary.md"
+
+
+def finished_cells(out_dir: Path) -> set[tuple[str, str, str]]:
+    """(method, task, seed) of every cell in the comparison's table on disk (other processes'
+    included: `empo2.cell_claims`)."""
+    return {(r["method"], r["task"], str(r["seed"])) for r in read_results_csv(out_dir / "results.csv")}
+
+
+def record_cell(out_dir: Path, row: dict, curve: list[dict], title: str) -> None:
+    """Add one finished cell's row and curve to the comparison's table, merged under the table's
+    lock with what is on disk (rows other processes finished meanwhile are kept)."""
+    key = lambda r: (r["method"], r["task"], str(r["seed"]))  # noqa: E731
+    with held(table_lock(out_dir)):
+        results = [r for r in read_results_csv(out_dir / "results.csv") if key(r) != key(row)] + [row]
+        curves = [c for c in read_results_csv(out_dir / "curves.csv") if key(c) != key(row)] + curve
+        write_outputs(results, out_dir, title, curves)
