@@ -38,7 +38,7 @@ def summarise(results: list[dict], key: str = "return") -> tuple[dict[str, dict[
     return means, stds
 
 
-def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     tmp = path.with_suffix(".csv.partial")
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
@@ -56,10 +56,12 @@ def read_results_csv(path: Path) -> list[dict]:
 
 
 def write_outputs(results: list[dict], out_dir: Path, title: str, curves: list[dict] | None = None) -> Path:
+    """Write the table (`results.csv`, `curves.csv`) and everything drawn from it (`summary.md`,
+    `comparison.png`, `curves.png`) into `out_dir`; the summary's path."""
     from empo2.plots import score_bars, seed_band_curves
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "results.csv", RESULT_FIELDS, results)
+    _write_csv(out_dir / "results.csv", RESULT_FIELDS, results)
     means, stds = summarise(results)
     s_means, s_stds = summarise(results, "success_rate")
     tasks = [*dict.fromkeys(str(r["task"]) for r in results), MEAN]
@@ -75,7 +77,7 @@ def write_outputs(results: list[dict], out_dir: Path, title: str, curves: list[d
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     score_bars(means, out_dir / "comparison.png", ylabel="mean return (test split)", title=title, errors=stds)
     if curves:
-        write_csv(out_dir / "curves.csv", CURVE_FIELDS, curves)
+        _write_csv(out_dir / "curves.csv", CURVE_FIELDS, curves)
         for task in dict.fromkeys(c["task"] for c in curves):
             by_method: dict[str, dict[str, list[float]]] = {}
             for c in curves:
