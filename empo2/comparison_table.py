@@ -66,12 +66,14 @@ def write_outputs(results: list[dict], out_dir: Path, title: str, curves: list[d
     s_means, s_stds = summarise(results, "success_rate")
     tasks = [*dict.fromkeys(str(r["task"]) for r in results), MEAN]
     seeds = sorted({int(r["seed"]) for r in results})
-    lines = [f"Mean ± std over seeds {seeds} (test split): return, then success rate.", "",
+    lines = [f"Mean ± std over seeds {seeds} (test split; a method with one seed so far: its value): return, then success rate.", "",
              "| method | seeds | " + " | ".join(f"{t} return | {t} success" for t in tasks) + " |",
              "|---|---:|" + "---:|---:|" * len(tasks)]
     for method in means:
         n = len({r["seed"] for r in results if r["method"] == method})
-        cells = [f"{means[method][t]:.1f} ± {stds[method][t]:.1f} | {s_means[method][t]:.2f} ± {s_stds[method][t]:.2f}"
+        seeds_of = {t: len({r["seed"] for r in results if r["method"] == method and (t == MEAN or r["task"] == t)})
+                    for t in tasks}
+        cells = [_table_cell(means[method][t], stds[method][t], s_means[method][t], s_stds[method][t], spread=seeds_of[t] > 1)
                  if t in means[method] else "– | –" for t in tasks]  # a cell not run yet
         lines.append(f"| {method} | {n} | " + " | ".join(cells) + " |")
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
@@ -88,6 +90,13 @@ def write_outputs(results: list[dict], out_dir: Path, title: str, curves: list[d
                              ylabel="mean return per iteration\n(training rollouts; reflexion: test)",
                              title=f"{title}\n{task}: mean ± std over seeds")
     return out_dir / "summary.md"
+
+
+def _table_cell(mean: float, std: float, success: float, success_std: float, spread: bool) -> str:
+    """One task's return and success columns; one seed has no spread to show, so no `± 0.0`."""
+    if not spread:
+        return f"{mean:.1f} | {success:.2f}"
+    return f"{mean:.1f} ± {std:.1f} | {success:.2f} ± {success_std:.2f}"
 
 
 def finished_cells(out_dir: Path) -> set[tuple[str, str, str]]:

@@ -77,6 +77,9 @@ def test_rows_from_two_writers_are_merged_not_overwritten(tmp_path):
     assert [(r["method"], r["return"]) for r in results] == [("empo2", "2.0"), ("grpo", "3.0")]
     assert [(c["method"], c["iteration"]) for c in read_results_csv(out / "curves.csv")] == [
         ("empo2", "0"), ("empo2", "1"), ("grpo", "0"), ("grpo", "1")]
-    assert "| grpo | 1 | 3.0 ± 0.0" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "| grpo | 1 | 3.0 | 0.50 |" in summary  # one seed: no spread to show
+    record_cell(out, row("grpo", 1, 5.0), curve("grpo", 1), "t")
+    assert "| grpo | 2 | 4.0 ± 1.4 | 0.50 ± 0.00 |" in (out / "summary.md").read_text()  # sd of 3, 5 = sqrt(2)
     with (out / "results.csv").open() as fh:
         assert next(csv.reader(fh)) == ["method", "task", "seed", "return", "success_rate", "minutes"]
