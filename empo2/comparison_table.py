@@ -70,12 +70,11 @@ def write_outputs(results: list[dict], out_dir: Path, title: str, curves: list[d
              "| method | seeds | " + " | ".join(f"{t} return | {t} success" for t in tasks) + " |",
              "|---|---:|" + "---:|---:|" * len(tasks)]
     for method in means:
-        n = len({r["seed"] for r in results if r["method"] == method})
         seeds_of = {t: len({r["seed"] for r in results if r["method"] == method and (t == MEAN or r["task"] == t)})
                     for t in tasks}
         cells = [_table_cell(means[method][t], stds[method][t], s_means[method][t], s_stds[method][t], spread=seeds_of[t] > 1)
                  if t in means[method] else "– | –" for t in tasks]  # a cell not run yet
-        lines.append(f"| {method} | {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | {seeds_of[MEAN]} | " + " | ".join(cells) + " |")
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     score_bars(means, out_dir / "comparison.png", ylabel="mean return (test split)", title=title, errors=stds)
     if curves:
