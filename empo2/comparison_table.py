@@ -20,6 +20,9 @@ RESULT_FIELDS = ["method", "task", "seed", "return", "success_rate", "minutes"]
 """One row per finished cell: its held-out mean return and success rate, and its wall-clock minutes."""
 CURVE_FIELDS = ["method", "task", "seed", "iteration", "return"]
 """One row per cell and iteration: training rollouts' mean return (reflexion: its adaptation pass's)."""
+PAIRED_REFERENCES = ("warm_start", "grpo")
+"""The methods every other one is compared with seed by seed in `summary.md`: the starting point all
+trained methods share, and the baseline EMPO² must beat."""
 
 
 def summarise(results: list[dict], key: str = "return") -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
@@ -36,6 +39,46 @@ def summarise(results: list[dict], key: str = "return") -> tuple[dict[str, dict[
         means[method][MEAN] = statistics.fmean(per_seed)
         stds[method][MEAN] = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
     return means, stds
+
+
+def paired_differences(results: list[dict], method: str, reference: str, key: str = "return") -> dict[str, float]:
+    """`method` minus `reference` per seed, on the mean over tasks, for the seeds both have finished.
+
+    Why paired: the cells of one seed share their starting point, the training variations each
+    iteration draws and the held-out instances, so the per-seed difference removes what the seed
+    gives both; its mean ± std over seeds is the comparison the table's column std cannot make.
+    """
+    def per_seed(name: str) -> dict[str, float]:
+        mine = [r for r in results if r["method"] == name]
+        return {str(s): statistics.fmean(float(r[key]) for r in mine if str(r["seed"]) == str(s))
+                for s in dict.fromkeys(str(r["seed"]) for r in mine)}
+
+    a, b = per_seed(method), per_seed(reference)
+    return {seed: a[seed] - b[seed] for seed in sorted(a, key=int) if seed in b}
+
+
+def _paired_lines(results: list[dict]) -> list[str]:
+    """`summary.md`'s second table: each method against each of `PAIRED_REFERENCES` present, seed by seed."""
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    references = [m for m in PAIRED_REFERENCES if m in methods]
+    # naive does not start from the shared point; the first reference against itself says nothing
+    compared = [m for m in methods if m != "naive" and m not in references[:1]]
+    if not references or not compared:
+        return []
+    lines = ["", "Paired by seed (cells of one seed share the starting point, training draws and held-out "
+             "instances): return difference per seed, then mean ± std over the seeds both finished.", "",
+             "| method | " + " | ".join(f"− {ref} per seed | mean ± std" for ref in references) + " |",
+             "|---|" + "---|---:|" * len(references)]
+    for method in compared:
+        cells = []
+        for ref in references:
+            diffs = paired_differences(results, method, ref) if method != ref else {}
+            values = list(diffs.values())
+            cells.append(", ".join(f"{v:+.1f}" for v in values) or "–")
+            cells.append("–" if not values else f"{statistics.fmean(values):+.1f}" if len(values) == 1
+                         else f"{statistics.fmean(values):+.1f} ± {statistics.stdev(values):.1f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
@@ -75,6 +118,7 @@ def write_outputs(results: list[dict], out_dir: Path, title: str, curves: list[d
         cells = [_table_cell(means[method][t], stds[method][t], s_means[method][t], s_stds[method][t], spread=seeds_of[t] > 1)
                  if t in means[method] else "– | –" for t in tasks]  # a cell not run yet
         lines.append(f"| {method} | {seeds_of[MEAN]} | " + " | ".join(cells) + " |")
+    lines += _paired_lines(results)
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     score_bars(means, out_dir / "comparison.png", ylabel="mean return (test split)", title=title, errors=stds)
     if curves:

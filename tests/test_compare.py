@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from empo2.compare import equal_budget_iterations, main, method_config, reflexion_config
-from empo2.comparison_table import MEAN, summarise
+from empo2.comparison_table import MEAN, _paired_lines, paired_differences, summarise
 from empo2.config import load_config
 
 from conftest import tiny_overrides
@@ -36,6 +36,22 @@ def test_summary_means_and_stds_by_hand():
     assert stds["a"]["t1"] == pytest.approx(7.0710678)  # sqrt(((10-15)^2 + (20-15)^2) / 1)
     # mean over tasks per seed: seed 0 -> -10, seed 1 -> 10; mean 0, std sqrt(200)
     assert means["a"][MEAN] == 0.0 and stds["a"][MEAN] == pytest.approx(14.1421356)
+
+
+def test_paired_differences_by_hand():
+    row = lambda method, task, seed, ret: {"method": method, "task": task, "seed": seed, "return": ret,  # noqa: E731
+                                           "success_rate": 0.0}
+    results = [row("grpo", "t1", 0, 10.0), row("grpo", "t2", 0, 30.0), row("grpo", "t1", 1, 5.0), row("grpo", "t2", 1, 5.0),
+               row("empo2", "t1", 0, 14.0), row("empo2", "t2", 0, 20.0), row("empo2", "t1", 2, 1.0), row("empo2", "t2", 2, 1.0)]
+    # per seed over tasks: grpo {0: 20, 1: 5}, empo2 {0: 17, 2: 1}; only seed 0 is shared
+    assert paired_differences(results, "empo2", "grpo") == {"0": -3.0}
+    results += [row("empo2", "t1", 1, 9.0), row("empo2", "t2", 1, 7.0)]  # seed 1: 8 - 5 = +3
+    assert paired_differences(results, "empo2", "grpo") == {"0": -3.0, "1": 3.0}
+    lines = _paired_lines(results)
+    # differences -3, +3: mean 0, sample std sqrt((9 + 9) / 1) = 4.24
+    assert "| empo2 | -3.0, +3.0 | +0.0 ± 4.2 |" in lines
+    assert not any(line.startswith("| grpo |") for line in lines)  # the reference is not compared with itself
+    assert _paired_lines([row("naive", "t1", 0, 1.0), row("grpo", "t1", 0, 2.0)]) == []  # nothing to pair
 
 
 def test_reflexion_gets_the_training_cells_episode_budget():
