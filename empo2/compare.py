@@ -283,6 +283,18 @@ def check_same_experiment(cfg: Config, saved: Path) -> None:
         )
 
 
+def whole_grid(cfg: Config, saved: Path) -> Config:
+    """The config kept beside the table: a continuation narrowed to some seeds or methods
+    (`compare.seeds=[2]`) still records every seed and method of the grid, in their first order."""
+    if not saved.is_file():
+        return cfg
+    before = load_config(saved).compare
+    kept = copy.deepcopy(cfg)
+    kept.compare.seeds = list(dict.fromkeys([*before.seeds, *cfg.compare.seeds]))
+    kept.compare.methods = list(dict.fromkeys([*before.methods, *cfg.compare.methods]))
+    return kept
+
+
 def compare(cfg: Config) -> tuple[list[dict], Path]:
     for name in cfg.compare.variants:
         variant_config(cfg, name)  # a bad override answers before any cell runs
@@ -290,7 +302,7 @@ def compare(cfg: Config) -> tuple[list[dict], Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     with held(table_lock(out_dir)):
         check_same_experiment(cfg, out_dir / "config.yaml")
-        (out_dir / "config.yaml").write_text(to_yaml(cfg))
+        (out_dir / "config.yaml").write_text(to_yaml(whole_grid(cfg, out_dir / "config.yaml")))
     title = f"{cfg.name}: methods compared"
     for task in cfg.compare.tasks or [None]:
         label = task or cfg.env.name

@@ -12,7 +12,7 @@ from PIL import Image
 
 from empo2.compare import equal_budget_iterations, main, method_config, reflexion_config
 from empo2.comparison_table import MEAN, _paired_lines, paired_differences, summarise
-from empo2.config import load_config
+from empo2.config import load_config, to_yaml
 
 from conftest import tiny_overrides
 
@@ -150,6 +150,21 @@ def test_a_continued_comparison_may_add_variants_not_change_them(tiny_model, tmp
         check_same_experiment(load_config(None, [*over, changed]), saved)
     with pytest.raises(ConfigError, match="compare.variants.empo2-split differ"):
         check_same_experiment(load_config(None, over), saved)  # removed
+
+
+def test_a_narrowed_continuation_keeps_the_whole_grid_on_record(tiny_model, tmp_path):
+    from empo2.compare import whole_grid
+
+    over = tiny_overrides(tiny_model, tmp_path, name="cmp")
+    saved = tmp_path / "config.yaml"
+    assert whole_grid(load_config(None, [*over, "compare.seeds=[2]"]), saved).compare.seeds == [2]  # nothing saved yet
+    saved.write_text(to_yaml(load_config(None, [*over, "compare.seeds=[0,1,2]", "compare.methods=[naive,grpo,reflexion]"])))
+    narrowed = load_config(None, [*over, "compare.seeds=[2]", "compare.methods=[reflexion]"])
+    kept = whole_grid(narrowed, saved)
+    assert (kept.compare.seeds, kept.compare.methods) == ([0, 1, 2], ["naive", "grpo", "reflexion"])
+    assert (narrowed.compare.seeds, narrowed.compare.methods) == ([2], ["reflexion"])  # the run itself stays narrowed
+    grown = whole_grid(load_config(None, [*over, "compare.seeds=[3]", "compare.methods=[grpo,empo2]"]), saved)
+    assert (grown.compare.seeds, grown.compare.methods) == ([0, 1, 2, 3], ["naive", "grpo", "reflexion", "empo2"])
 
 
 @pytest.mark.slow
