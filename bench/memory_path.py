@@ -1,0 +1,106 @@
+"""How much EMPO²'s memory path ran in a training cell, iteration by iteration, from its metrics.
+
+A comparison's EMPO² row means little until one knows how often the memory path was drawn (mode
+probability p per iteration), whether its prompts carried any tips (the memory may be empty, or
+hold nothing for the instances drawn), and how much of the off-policy update the low-probability
+mask removed. Those are all logged per iteration (`mode/*`, `memory/tips_per_retrieval`,
+`train/masked_token_frac`); this prints them as one table per cell and one summary line, from the
+training CSVs a published comparison keeps (`<method>-seed<k>-training.csv`) or a run's own
+`metrics.csv`.
+
+    python bench/memory_path.py results/protocol-sciworld-find/empo2*-training.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+MODES = ("on_policy", "on_policy_memory", "off_policy")
+"""The three EMPO² modes, by the suffix of their `mode/<name>` metric (1 in the iteration that drew it)."""
+
+
+@dataclass(frozen=True)
+class IterationPath:
+    """One training iteration's memory-path record."""
+
+    iteration: int
+    mode: str
+    tips_per_retrieval: float
+    masked_token_frac: float
+    raw_valid_action_rate: float
+    extrinsic_return: float
+    intrinsic_return: float
+
+    @property
+    def used_memory(self) -> bool:
+        """The rollouts of this iteration were sampled with tips in their prompts."""
+        return self.mode != "on_policy" and self.tips_per_retrieval > 0
+
+
+def _number(row: dict, key: str) -> float:
+    value = row.get(key, "")
+    return float(value) if value not in ("", None) else float("nan")
+
+
+def read_iterations(path: Path) -> list[IterationPath]:
+    """The per-iteration records of one training CSV: rows with an iteration and a mode, in order
+    (Lightning's CSV logger writes other rows, e.g. per-step ones, without them)."""
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for row in rows:
+        drawn = [m for m in MODES if row.get(f"mode/{m}") not in (None, "") and float(row[f"mode/{m}"]) > 0]
+        if row.get("iteration") in (None, "") or not drawn:
+            continue
+        out.append(IterationPath(
+            iteration=int(float(row["iteration"])), mode=drawn[0],
+            tips_per_retrieval=_number(row, "memory/tips_per_retrieval"),
+            masked_token_frac=_number(row, "train/masked_token_frac"),
+            raw_valid_action_rate=_number(row, "rollout/raw_valid_action_rate"),
+            extrinsic_return=_number(row, "rollout/return"),
+            intrinsic_return=_number(row, "rollout/intrinsic_return")))
+    return sorted(out, key=lambda it: it.iteration)
+
+
+def summary_line(iterations: list[IterationPath]) -> str:
+    """How many iterations drew a memory mode, how many of those carried tips, and their mean masked share."""
+    drawn = [it for it in iterations if it.mode != "on_policy"]
+    used = [it for it in drawn if it.used_memory]
+    by_mode = ", ".join(f"{m} {sum(it.mode == m for it in drawn)}" for m in MODES[1:])
+    masked = (f"; masked {100 * sum(it.masked_token_frac for it in used) / len(used):.1f}% of trained tokens where tips were carried"
+              if used else "")
+    return (f"memory modes in {len(drawn)} of {len(iterations)} iterations ({by_mode}); "
+            f"{len(used)} of them with tips in the prompts{masked}")
+
+
+def table(iterations: list[IterationPath]) -> list[str]:
+    lines = ["  it  mode              tips/retr  masked%  valid%   return  bonus"]
+    for it in iterations:
+        lines.append(f"  {it.iteration:>2}  {it.mode:<16}  {it.tips_per_retrieval:>9.1f}  {100 * it.masked_token_frac:>7.1f}"
+                     f"  {100 * it.raw_valid_action_rate:>6.1f}  {it.extrinsic_return:>7.2f}  {it.intrinsic_return:>5.2f}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("csvs", nargs="+", type=Path, help="training CSVs (published `*-training.csv` or a run's metrics.csv)")
+    args = parser.parse_args(argv)
+    for path in args.csvs:
+        if not path.is_file():
+            print(f"{path}: no such file; pass a training CSV (results/<comparison>/<method>-seed<k>-training.csv)")
+            return 2
+        iterations = read_iterations(path)
+        print(f"{path}")
+        if not iterations:
+            print("  no iteration rows with a mode: not a training CSV of this trainer")
+            continue
+        print("\n".join(table(iterations)))
+        print(f"  {summary_line(iterations)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
