@@ -14,12 +14,13 @@ training CSVs a published comparison keeps (`<method>-seed<k>-training.csv`) or 
 from __future__ import annotations
 
 import argparse
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-MODES = ("on_policy", "on_policy_memory", "off_policy")
-"""The three EMPO² modes, by the suffix of their `mode/<name>` metric (1 in the iteration that drew it)."""
+from empo2.plots import MODE_STYLE, _num, dominant_mode, iteration_rows, read_rows
+
+MODES = tuple(MODE_STYLE)
+"""The three EMPO² modes, by the suffix of their `mode/<name>` metric (the share of groups that drew it)."""
 
 
 @dataclass(frozen=True)
@@ -40,28 +41,20 @@ class IterationPath:
         return self.mode != "on_policy" and self.tips_per_retrieval > 0
 
 
-def _number(row: dict, key: str) -> float:
-    value = row.get(key, "")
-    return float(value) if value not in ("", None) else float("nan")
-
-
 def read_iterations(path: Path) -> list[IterationPath]:
-    """The per-iteration records of one training CSV: rows with an iteration and a mode, in order
-    (Lightning's CSV logger writes other rows, e.g. per-step ones, without them)."""
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    """The per-iteration records of one training CSV (rows merged by epoch, as the plots read them);
+    an iteration that drew no mode (no `mode/*` share above 0) is not a training iteration."""
     out = []
-    for row in rows:
-        drawn = [m for m in MODES if row.get(f"mode/{m}") not in (None, "") and float(row[f"mode/{m}"]) > 0]
-        if row.get("iteration") in (None, "") or not drawn:
+    for row in iteration_rows(read_rows(path)):
+        if "iteration" not in row or not any(_num(row, f"mode/{m}") > 0 for m in MODES):
             continue
         out.append(IterationPath(
-            iteration=int(float(row["iteration"])), mode=drawn[0],
-            tips_per_retrieval=_number(row, "memory/tips_per_retrieval"),
-            masked_token_frac=_number(row, "train/masked_token_frac"),
-            raw_valid_action_rate=_number(row, "rollout/raw_valid_action_rate"),
-            extrinsic_return=_number(row, "rollout/return"),
-            intrinsic_return=_number(row, "rollout/intrinsic_return")))
+            iteration=int(float(row["iteration"])), mode=dominant_mode(row),
+            tips_per_retrieval=_num(row, "memory/tips_per_retrieval"),
+            masked_token_frac=_num(row, "train/masked_token_frac"),
+            raw_valid_action_rate=_num(row, "rollout/raw_valid_action_rate"),
+            extrinsic_return=_num(row, "rollout/return"),
+            intrinsic_return=_num(row, "rollout/intrinsic_return")))
     return sorted(out, key=lambda it: it.iteration)
 
 

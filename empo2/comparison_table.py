@@ -35,10 +35,18 @@ def summarise(results: list[dict], key: str = "return") -> tuple[dict[str, dict[
             vals = [float(r[key]) for r in mine if r["task"] == task]
             means.setdefault(method, {})[task] = statistics.fmean(vals)
             stds.setdefault(method, {})[task] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        per_seed = [statistics.fmean(float(r[key]) for r in mine if r["seed"] == s) for s in dict.fromkeys(r["seed"] for r in mine)]
+        per_seed = list(seed_means(results, method, key).values())
         means[method][MEAN] = statistics.fmean(per_seed)
         stds[method][MEAN] = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
     return means, stds
+
+
+def seed_means(results: list[dict], method: str, key: str = "return") -> dict[str, float]:
+    """`method`'s `key` per seed (as a string), averaged over its tasks: the values behind the
+    table's "mean over tasks" column."""
+    mine = [r for r in results if r["method"] == method]
+    return {s: statistics.fmean(float(r[key]) for r in mine if str(r["seed"]) == s)
+            for s in dict.fromkeys(str(r["seed"]) for r in mine)}
 
 
 def paired_differences(results: list[dict], method: str, reference: str, key: str = "return") -> dict[str, float]:
@@ -48,12 +56,7 @@ def paired_differences(results: list[dict], method: str, reference: str, key: st
     iteration draws and the held-out instances, so the per-seed difference removes what the seed
     gives both; its mean ± std over seeds is the comparison the table's column std cannot make.
     """
-    def per_seed(name: str) -> dict[str, float]:
-        mine = [r for r in results if r["method"] == name]
-        return {str(s): statistics.fmean(float(r[key]) for r in mine if str(r["seed"]) == str(s))
-                for s in dict.fromkeys(str(r["seed"]) for r in mine)}
-
-    a, b = per_seed(method), per_seed(reference)
+    a, b = seed_means(results, method, key), seed_means(results, reference, key)
     return {seed: a[seed] - b[seed] for seed in sorted(a, key=int) if seed in b}
 
 

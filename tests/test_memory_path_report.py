@@ -1,5 +1,5 @@
 """`bench/memory_path.py`: the per-iteration memory-path record read from a training CSV, checked
-on a CSV written by hand (the columns the trainer logs; Lightning also writes rows without a mode)."""
+on a CSV written by hand (the columns the trainer logs; Lightning also writes rows without an epoch)."""
 
 import importlib.util
 import sys
@@ -12,18 +12,18 @@ memory_path = importlib.util.module_from_spec(spec)
 sys.modules["memory_path"] = memory_path  # its dataclass looks its module up there
 spec.loader.exec_module(memory_path)
 
-HEADER = ("iteration,step,mode/off_policy,mode/on_policy,mode/on_policy_memory,memory/tips_per_retrieval,"
+HEADER = ("epoch,iteration,step,mode/off_policy,mode/on_policy,mode/on_policy_memory,memory/tips_per_retrieval,"
           "train/masked_token_frac,rollout/raw_valid_action_rate,rollout/return,rollout/intrinsic_return\n")
 
 
 def test_memory_path_counts_draws_and_tips_by_hand(tmp_path, capsys):
     csv = tmp_path / "empo2-seed0-training.csv"
     csv.write_text(HEADER
-                   + "1.0,7,0.0,0.0,1.0,4.0,0.0,0.5,10.0,1.0\n"    # on-policy with memory, 4 tips per retrieval
-                   + ",8,,,,,,,,\n"                                # a per-step row: no iteration, no mode
-                   + "0.0,3,1.0,0.0,0.0,0.0,0.02,0.9,-5.0,2.0\n"   # off-policy into an empty memory
-                   + "2.0,11,1.0,0.0,0.0,6.0,0.30,0.4,20.0,3.0\n"  # off-policy with 6 tips per retrieval
-                   + "3.0,15,0.0,1.0,0.0,0.0,0.0,0.8,30.0,1.5\n")
+                   + "1,1.0,7,0.0,0.0,1.0,4.0,0.0,0.5,10.0,1.0\n"    # on-policy with memory, 4 tips per retrieval
+                   + ",,8,,,,,,,,\n"                                # a per-step row: no epoch, iteration or mode
+                   + "0,0.0,3,1.0,0.0,0.0,0.0,0.02,0.9,-5.0,2.0\n"   # off-policy into an empty memory
+                   + "2,2.0,11,1.0,0.0,0.0,6.0,0.30,0.4,20.0,3.0\n"  # off-policy with 6 tips per retrieval
+                   + "3,3.0,15,0.0,1.0,0.0,0.0,0.0,0.8,30.0,1.5\n")
     its = memory_path.read_iterations(csv)
     assert [(it.iteration, it.mode) for it in its] == [
         (0, "off_policy"), (1, "on_policy_memory"), (2, "off_policy"), (3, "on_policy")]
@@ -44,5 +44,5 @@ def test_memory_path_names_a_missing_file(tmp_path, capsys):
 @pytest.mark.parametrize("mode_columns", ["0.0,0.0,0.0", ",,"])
 def test_a_row_without_a_drawn_mode_is_not_an_iteration(tmp_path, mode_columns):
     csv = tmp_path / "m.csv"
-    csv.write_text(HEADER + f"0.0,3,{mode_columns},0.0,0.0,0.9,-5.0,2.0\n")
+    csv.write_text(HEADER + f"0,0.0,3,{mode_columns},0.0,0.0,0.9,-5.0,2.0\n")
     assert memory_path.read_iterations(csv) == []
