@@ -9,7 +9,8 @@ say how far the mean difference is from zero. Episodes of one instance are not i
 the standard error is a lower bound.
 
 Reads `episodes/<method>-seed<k>-eval.jsonl.gz` of a published protocol folder
-(`bench/publish_comparison.py` writes them) or any two lists of evaluation episode files:
+(`bench/publish_comparison.py` writes them; a comparison of several tasks prefixes each file with
+`<task>-`, so name both methods that way, e.g. `--method sciworld-empo2 --reference sciworld-grpo`):
 
     python bench/paired_episodes.py results/protocol-sciworld-find --method empo2-split --reference grpo
     python bench/paired_episodes.py results/protocol-keyroom-success --method empo2-split --key success
