@@ -2,6 +2,8 @@
 #   make fit    create .venv if missing, install, prepare the embedded model, run EMPO² on
 #               real ScienceWorld on CPU (conf/sciworld_cpu.yaml; CONFIG=conf/quickstart.yaml: KeyRoom demo)
 #   make test   the same set-up, then the test suite
+#   make test-isa   the tests marked isa again, with PyTorch and oneDNN capped at AVX2 (bf16 emulated,
+#                   as on CPUs without AVX-512/AMX): numerics must hold on both paths
 #   make test-vllm  a second environment with the CPU build of vLLM, then the vLLM engine tests
 #   make test-gpu   on a machine with a CUDA GPU: a third environment with the GPU build of vLLM (it
 #                   brings its own CUDA torch), then the GPU suite (tests marked gpu; skipped without CUDA)
@@ -21,7 +23,7 @@ GVENV  := .venv-gpu
 GPY    := $(GVENV)/bin/python
 GSTAMP := $(GVENV)/.installed
 
-.PHONY: fit test test-vllm test-gpu model check-platform clean-venv
+.PHONY: fit test test-isa test-vllm test-gpu model check-platform clean-venv
 
 check-platform:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: '$(PYTHON)' not found. Install Python 3.10-3.13 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -62,6 +64,11 @@ fit: model
 
 test: model
 	$(PY) -m pytest -q $(ARGS)
+
+# The vector ISA PyTorch's kernels and oneDNN may use, capped at AVX2: the path a CPU without
+# AVX-512/AMX takes (bf16 emulated in float32 registers), reproduced on any x86 machine.
+test-isa: model
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q -m isa $(ARGS)
 
 test-vllm: $(VSTAMP)
 	$(VPY) -m empo2.models prepare $(MODEL)

@@ -177,18 +177,19 @@ class RolloutDataModule(L.LightningDataModule):
         rows = self.build_rows(episodes, module.tokenizer) if self.learn else []
         t3 = time.perf_counter()
         self.peak.reset()
-        if rows:
-            self.add_old_logprobs(rows, module)
+        segs = segments(rows, shared=self.cfg.optim.sequences == "shared")
+        batches = self._batches(segs, seed)
+        if batches:  # every rank joins (sharded forwards run in lock step), rows or not
+            first_epoch = batches[: len(batches) // self.cfg.optim.ppo_epochs]
+            self.add_old_logprobs(rows, module, [[segs[i] for i in b] for b in first_epoch])
         memory |= self.peak.metrics("old_logprob")
         t4 = time.perf_counter()
         for hook in hooks:
             hook.on_rollout_scored(ctx, episodes)
         self.episodes = episodes
         self.next_iteration = iteration + 1
-        segs = segments(rows, shared=self.cfg.optim.sequences == "shared")
         self.iteration_metrics = memory | self._metrics(episodes, rows, segs, stats, hooks, rollout_s=t1 - t0,
                                                         hooks_s=t2 - t1, logprob_s=t4 - t3)
-        batches = self._batches(segs, seed)
         if not batches:  # every episode on every rank failed before acting: skip this update
             return self._placeholder()
         return DataLoader(segs, batch_sampler=batches, collate_fn=keep_rows)
@@ -232,7 +233,8 @@ class RolloutDataModule(L.LightningDataModule):
             ) for ep in episodes]
 
         settings = CreditSettings(eps=a.adv_eps, step_gamma=a.step_gamma, step_weight=a.step_weight,
-                                  step_norm=a.step_norm, history_levels=a.history_levels, level_alpha=a.level_alpha)
+                                  step_norm=a.step_norm, history_levels=a.history_levels, level_alpha=a.level_alpha,
+                                  episode_level=a.hgpo_episode_level)
         estimator = ADVANTAGES.get(a.advantage)
         if bonus.combine == "advantage" and bonus.kind != "none" and bonus.coef > 0:
             advantages = add_intrinsic_advantage(
@@ -268,40 +270,55 @@ class RolloutDataModule(L.LightningDataModule):
                 ))
         return rows
 
-    def add_old_logprobs(self, rows: list[TrainingRow], module) -> None:
-        """log π_old on each row's old prompt, and the keep-mask from the tip-free log-probs
-        (one batched pass over the distinct (prompt, response) pairs, each kind of prompt in row
-        order so that an episode's pairs chain into shared sequences)."""
+    def add_old_logprobs(self, rows: list[TrainingRow], module, first_epoch: list[list[Segment]]) -> None:
+        """log π_old on each row's old prompt, and the keep-mask from the tip-free log-probs.
+
+        Every row is first scored on its train prompt in the first PPO epoch's mini-batches, cut
+        into micro-batches exactly as the update will cut them (`segment_logprobs`), so a row whose
+        old prompt is its train prompt starts the update at a ratio of exactly 1 on any CPU. Only
+        the prompts that differ from the train prompt (π_old with tips, tip-free prompts of
+        rows trained with tips, gap probes) take a second, batched pass over distinct pairs."""
+        temperature = self.cfg.rollout.temperature
+        scored = module.segment_logprobs(first_epoch, temperature)
+        on_train = {id(r): lp for seg in (s for mb in first_epoch for s in mb)
+                    for r, lp in zip(seg.rows, scored[id(seg)])}
         wanted: dict[tuple, int] = {}
         prompts: list[list[int]] = []
         responses: list[list[int]] = []
 
-        def want(prompt: list[int], response: list[int]) -> int:
-            key = (tuple(prompt), tuple(response))
+        def want(row: TrainingRow, prompt: list[int]) -> int:
+            """-1: the train prompt's log-probs serve; else the pair's index in the second pass."""
+            if prompt == row.train_prompt:
+                return -1
+            key = (tuple(prompt), tuple(row.response_ids))
             if key not in wanted:
                 wanted[key] = len(prompts)
                 prompts.append(prompt)
-                responses.append(response)
+                responses.append(row.response_ids)
             return wanted[key]
 
         # The engine/trainer gap is measured on the prompt the engine sampled with; rows trained on
         # another prompt (off-policy) add a few rollout-prompt passes just for that diagnostic.
         for row in [r for r in rows if not r.old_on_rollout_prompt][:GAP_PROBE_ROWS]:
             row.gap_probe = True
-        old_at = [want(r.old_prompt, r.response_ids) for r in rows]
-        tipfree_at = [want(r.tipfree_prompt, r.response_ids) if r.masked else -1 for r in rows]
-        probe_at = [want(r.rollout_prompt, r.response_ids) if r.gap_probe else -1 for r in rows]
-        logps = module.compute_logprobs(prompts, responses, self.cfg.rollout.temperature)
-        if self.cfg.algo.kl_coef > 0:  # log π_ref on the prompt each row is trained on
-            refs = module.compute_logprobs([r.train_prompt for r in rows], [r.response_ids for r in rows],
-                                           self.cfg.rollout.temperature, reference=True)
-            for row, ref in zip(rows, refs):
-                row.ref_logprobs = ref
+        old_at = [want(r, r.old_prompt) for r in rows]
+        tipfree_at = [want(r, r.tipfree_prompt) if r.masked else -1 for r in rows]
+        probe_at = [want(r, r.rollout_prompt) if r.gap_probe else -1 for r in rows]
+        logps = module.compute_logprobs(prompts, responses, temperature)  # empty: still joins sharded ranks
+
+        def at(row: TrainingRow, index: int) -> list[float]:
+            return on_train[id(row)] if index < 0 else logps[index]
+
+        if self.cfg.algo.kl_coef > 0:  # log π_ref on the train prompt, in the update's micro-batches
+            refs = module.segment_logprobs(first_epoch, temperature, reference=True)
+            for seg in (s for mb in first_epoch for s in mb):
+                for row, ref in zip(seg.rows, refs[id(seg)]):
+                    row.ref_logprobs = ref
         m = self.cfg.mask
         for row, o, t, p in zip(rows, old_at, tipfree_at, probe_at):
-            row.old_logprobs = logps[o]
-            row.rollout_prompt_logprobs = row.old_logprobs if row.old_on_rollout_prompt else logps[p] if p >= 0 else None
-            row.keep = low_probability_keep(logps[t], m.log_delta, m.level) if row.masked else [1.0] * len(row.response_ids)
+            row.old_logprobs = at(row, o)
+            row.rollout_prompt_logprobs = row.old_logprobs if row.old_on_rollout_prompt else at(row, p) if row.gap_probe else None
+            row.keep = low_probability_keep(at(row, t), m.log_delta, m.level) if row.masked else [1.0] * len(row.response_ids)
 
     def _batches(self, segs: list[Segment], seed: int) -> list[list[int]]:
         """Shuffled mini-batches of segments. `optim.mini_batch_size` counts rows over all ranks:

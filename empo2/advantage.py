@@ -47,13 +47,16 @@ class CreditSettings:
     step_gamma: float = 0.95
     """Discount of the step-level returns-to-go (GiGPO, HGPO)."""
     step_weight: float = 1.0
-    """ω: weight of the step-level advantage added to the episode-level one."""
+    """GiGPO's ω: weight of the step-level advantage added to the episode-level one."""
     step_norm: str = "std"
-    """`std`: (G − mean) / (std + eps) within a step group; `mean`: G − mean."""
+    """`std`: (G − mean) / (std + eps) within a step group; `mean`: G − mean (GiGPO then also
+    centres the episode-level part without dividing by its std)."""
     history_levels: int = 2
     """HGPO's K: deepest level of shared history."""
     level_alpha: float = 1.0
-    """HGPO: level k weighs (k + 1)^α among the levels whose group has two or more steps."""
+    """HGPO: level k weighs (k + 2)^α among the levels whose advantage is not 0."""
+    episode_level: bool = False
+    """HGPO: also average in the episode-level advantage, as one more level (weight 1)."""
 
 
 # (episodes, settings) -> one advantage per step of each episode
@@ -145,10 +148,11 @@ def returns_to_go(rewards: Sequence[float], gamma: float) -> list[float]:
     return out
 
 
-def normalise_within(values: Sequence[float], keys: Sequence[Hashable], norm: str, eps: float) -> tuple[list[float], list[int]]:
-    """Each value against the others with the same key: (G − mean) / (std + eps) (`norm=std`, unbiased
-    std) or G − mean (`norm=mean`). Returns the normalised values and each key's group size; a value
-    alone under its key gets 0 (nothing to compare it with)."""
+def normalise_within(values: Sequence[float], keys: Sequence[Hashable], norm: str, eps: float,
+                     ddof: int = 1) -> tuple[list[float], list[int]]:
+    """Each value against the others with the same key: (G − mean) / (std + eps) (`norm=std`; `ddof=1`
+    the unbiased std, `ddof=0` the population std) or G − mean (`norm=mean`). Returns the normalised
+    values and each key's group size; a value alone under its key gets 0 (nothing to compare it with)."""
     members: dict[Hashable, list[int]] = defaultdict(list)
     for i, k in enumerate(keys):
         members[k].append(i)
@@ -162,7 +166,7 @@ def normalise_within(values: Sequence[float], keys: Sequence[Hashable], norm: st
         group = np.asarray([values[i] for i in idx], dtype=np.float64)
         centred = group - group.mean()
         if norm == "std":
-            centred = centred / (group.std(ddof=1) + eps)
+            centred = centred / (group.std(ddof=ddof) + eps)
         for i, a in zip(idx, centred):
             out[i] = float(a)
     return out, sizes
@@ -178,59 +182,87 @@ def _flat_steps(episodes: Sequence[CreditEpisode], gamma: float) -> tuple[list[t
     return where, returns
 
 
-def _combine(episodes: Sequence[CreditEpisode], settings: CreditSettings, where: list[tuple[int, int]],
-             step_adv: list[float]) -> list[list[float]]:
-    """A(e, t) = A_episode(e) + ω · A_step(e, t), with A_episode as `grpo`."""
-    out = grpo_advantages(episodes, settings)
+def episode_level(episodes: Sequence[CreditEpisode], norm: str, eps: float) -> list[float]:
+    """GiGPO's episode-level advantage: `grpo_trajectory` under `norm=std`; under `norm=mean` the
+    return minus its group's mean, with no std (as the released GiGPO code does; a group of one
+    gets 0)."""
+    returns = [ep.episode_return for ep in episodes]
+    if norm == "std":
+        return grpo_trajectory(returns, [ep.group for ep in episodes], [len(ep.rewards) for ep in episodes], eps)
+    centred, _ = normalise_within(returns, [ep.group for ep in episodes], "mean", eps)
+    return centred
+
+
+@ADVANTAGES.register("gigpo")
+def gigpo_advantages(episodes: Sequence[CreditEpisode], settings: CreditSettings) -> list[list[float]]:
+    """GiGPO (Feng et al., 2025): the episode-level GRPO advantage plus ω times a step-level one,
+    A(e, t) = A_episode(e) + ω · A_step(e, t).
+
+    Steps of the same GRPO group that acted in the same state (the same state key: an "anchor
+    state") form a step group; a step's step-level advantage is its discounted return-to-go
+    (γ = `step_gamma`) normalised within that step group (unbiased std). A state met once in the
+    group has nothing to compare with and adds 0. ω = 0 gives `grpo` exactly. Under
+    `step_norm=mean` both parts are only centred (`episode_level`)."""
+    where, returns = _flat_steps(episodes, settings.step_gamma)
+    keys = [(episodes[e].group, episodes[e].states[t]) for e, t in where]
+    step_adv, _ = normalise_within(returns, keys, settings.step_norm, settings.eps)
+    out = per_step(episodes, episode_level(episodes, settings.step_norm, settings.eps))
     for (e, t), a in zip(where, step_adv):
         out[e][t] += settings.step_weight * a
     return out
 
 
-@ADVANTAGES.register("gigpo")
-def gigpo_advantages(episodes: Sequence[CreditEpisode], settings: CreditSettings) -> list[list[float]]:
-    """GiGPO (Feng et al., 2025): the episode-level GRPO advantage plus ω times a step-level one.
-
-    Steps of the same GRPO group that acted in the same state (the same state key: an "anchor
-    state") form a step group; a step's step-level advantage is its discounted return-to-go
-    (γ = `step_gamma`) normalised within that step group. A state met once in the group has nothing
-    to compare with and adds 0. ω = 0 gives `grpo` exactly."""
-    where, returns = _flat_steps(episodes, settings.step_gamma)
-    keys = [(episodes[e].group, episodes[e].states[t]) for e, t in where]
-    step_adv, _ = normalise_within(returns, keys, settings.step_norm, settings.eps)
-    return _combine(episodes, settings, where, step_adv)
+def history_key(ep: CreditEpisode, t: int, k: int) -> tuple | None:
+    """HGPO's level-k key of step t: its GRPO group and the last k + 1 states s_{t−k} .. s_t (states
+    only, no actions); None where the episode has no such history (t < k)."""
+    if t < k:
+        return None
+    return (ep.group, tuple(ep.states[t - k:t + 1]))
 
 
-def history_key(ep: CreditEpisode, t: int, k: int) -> tuple:
-    """Step t's state together with its last k (action, state) steps (fewer at the episode's start,
-    so a step with a shorter past never shares a deeper key with one that has more)."""
-    past = tuple((ep.states[i], ep.actions[i]) for i in range(max(0, t - k), t))
-    return (ep.group, ep.states[t], len(past), past)
+def level_weight(k: int, alpha: float) -> float:
+    """HGPO's weight of level k: (k + 2)^α (k = 0 is the anchor-state level; the episode level,
+    when it takes part, is k = −1: weight 1)."""
+    return (k + 2.0) ** alpha
 
 
 @ADVANTAGES.register("hgpo")
 def hgpo_advantages(episodes: Sequence[CreditEpisode], settings: CreditSettings) -> list[list[float]]:
-    """HGPO (He et al., ICLR 2026): step-level credit over a hierarchy of groups.
+    """HGPO (He et al., ICLR 2026) as its authors released it: step-level credit over a hierarchy
+    of step groups, and nothing else.
 
-    Level k (k = 0..K, K = `history_levels`) groups the steps of a GRPO group that acted in the same
-    state *and* share their last k (state, action) steps; level 0 is GiGPO's anchor-state group and
-    each deeper level is a subset of the one above (more consistent context, fewer members). A step
-    gets a return-to-go advantage within each of its levels (as in `gigpo`), and these are averaged
-    with weights w_k ∝ (k + 1)^α over the levels whose group holds two or more steps (α =
-    `level_alpha`): deeper, more consistent groups count more while they still have members to
-    compare with. A step alone at every level adds 0. The total is A_episode + ω · that average.
-    (Our reading of the paper's adaptive weighting: weights favour deeper levels that are not
-    empty of peers; α is exposed so the trade-off can be set.)"""
+    Level k (k = 0..K, K = `history_levels`) groups the steps of a GRPO group whose last k + 1
+    states are the same (level 0: GiGPO's anchor state; a step at t < k has no level k). Within each
+    level's group a step's discounted return-to-go (γ = `step_gamma`) is normalised with the
+    population std (or only centred, `step_norm=mean`). The step's advantage is the average of its
+    levels' advantages weighted by `level_weight` (k + 2)^α, over the levels whose advantage is not
+    exactly 0 (a group of one, or one whose members all returned the same, says nothing); 0 where
+    none is. The episode-level GRPO advantage is not added; `episode_level` puts it in as one more
+    level of weight 1 (its return normalised within the GRPO group like the other levels)."""
     where, returns = _flat_steps(episodes, settings.step_gamma)
     weighted = [0.0] * len(where)
     weights = [0.0] * len(where)
+
+    def add(advantages: Sequence[float], weight: float) -> None:
+        for i, a in enumerate(advantages):
+            if a != 0.0:
+                weighted[i] += weight * a
+                weights[i] += weight
+
     for k in range(settings.history_levels + 1):
         keys = [history_key(episodes[e], t, k) for e, t in where]
-        adv, sizes = normalise_within(returns, keys, settings.step_norm, settings.eps)
-        w = (k + 1.0) ** settings.level_alpha
-        for i, (a, n) in enumerate(zip(adv, sizes)):
-            if n > 1:
-                weighted[i] += w * a
-                weights[i] += w
-    step_adv = [x / w if w > 0 else 0.0 for x, w in zip(weighted, weights)]
-    return _combine(episodes, settings, where, step_adv)
+        have = [i for i, key in enumerate(keys) if key is not None]
+        adv, _ = normalise_within([returns[i] for i in have], [keys[i] for i in have], settings.step_norm,
+                                  settings.eps, ddof=0)
+        level = [0.0] * len(where)
+        for i, a in zip(have, adv):
+            level[i] = a
+        add(level, level_weight(k, settings.level_alpha))
+    if settings.episode_level:
+        by_episode, _ = normalise_within([ep.episode_return for ep in episodes], [ep.group for ep in episodes],
+                                         settings.step_norm, settings.eps, ddof=0)
+        add([by_episode[e] for e, _ in where], level_weight(-1, settings.level_alpha))
+    out = [[0.0] * max(len(ep.rewards), 1) for ep in episodes]
+    for (e, t), x, w in zip(where, weighted, weights):
+        out[e][t] = x / w if w > 0 else 0.0
+    return out

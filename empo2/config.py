@@ -12,7 +12,7 @@ constructor's signature, so every Trainer option works without being mirrored he
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -156,8 +156,9 @@ class EngineConfig:
 class AlgoConfig:
     advantage: str = "grpo"
     """Advantage estimator (registry in `empo2.advantage`): `grpo` (trajectory level), `grpo_step`,
-    or step-level credit on top of `grpo`: `gigpo` (anchor-state step groups) or `hgpo` (a hierarchy
-    of step groups by shared history). Any of them works with the memory modes."""
+    or step-level credit: `gigpo` (GRPO plus anchor-state step groups) or `hgpo` (a weighted
+    hierarchy of step groups by shared state history, as released by its authors: step-level
+    alone). Any of them works with the memory modes."""
     adv_eps: float = non_negative(1e-6)
     """Epsilon in the std normalisation of the advantage."""
     loss: str = "dual_clip_ppo"
@@ -181,15 +182,20 @@ class AlgoConfig:
     step_gamma: float = discount(0.95)
     """gigpo/hgpo: discount of each step's return-to-go G_t = Σ_k γ^(k−t) (r_k + r_int,k) (GiGPO's 0.95)."""
     step_weight: float = non_negative(1.0)
-    """gigpo/hgpo: ω, the weight of the step-level advantage added to the episode-level one
-    (GiGPO's 1; 0 gives `grpo` exactly)."""
+    """gigpo: ω, the weight of the step-level advantage added to the episode-level one (GiGPO's 1;
+    0 gives `grpo` exactly). hgpo has no episode-level part to add to (see `hgpo_episode_level`)."""
     step_norm: str = choice("std", "mean")
-    """gigpo/hgpo: normalisation within a step group, `std` ((G − mean) / (std + adv_eps)) or `mean`
-    (G − mean)."""
+    """gigpo/hgpo: normalisation within a step group, `std` ((G − mean) / (std + adv_eps); gigpo the
+    unbiased std, hgpo the population std, as each was released) or `mean` (G − mean; gigpo then
+    also centres its episode-level part without dividing by the std)."""
     history_levels: int = non_negative(2)
-    """hgpo: K, the deepest level of shared history (level k: same state and same last k steps)."""
+    """hgpo: K, the deepest level of shared history: level k groups the steps whose last k + 1
+    states are the same (k = 0: the anchor state); a step at turn t < k has no level k."""
     level_alpha: float = non_negative(1.0)
-    """hgpo: level k weighs (k + 1)^α among the levels whose step group has two or more steps."""
+    """hgpo: level k weighs (k + 2)^α in the average over the levels whose advantage is not 0."""
+    hgpo_episode_level: bool = False
+    """hgpo: also average in the episode-level GRPO advantage as one more level (weight 1); off,
+    as in the released HGPO, the step's advantage is its levels' average alone."""
 
 
 @dataclass
@@ -382,15 +388,59 @@ class Config:
         return self.optim.max_tokens_per_micro_batch or self.rollout.max_prompt_tokens + self.rollout.max_new_tokens
 
 
+def _section_at(dotted: str) -> Any:
+    """The dataclass instance of the config at a dotted path (`model.lora`), or None."""
+    node: Any = Config()
+    for part in [p for p in dotted.split(".") if p]:
+        node = getattr(node, part, None) if is_dataclass(node) else None
+    return node if is_dataclass(node) else None
+
+
+def did_you_mean(full_key: str) -> str:
+    """' (did you mean model.lora.r?)' when `full_key` is close to a key its section has; else ''."""
+    import difflib
+
+    section, _, leaf = full_key.rpartition(".")
+    node = _section_at(section)
+    if node is None:
+        return ""
+    names = [f.name for f in fields(node)]
+    close = difflib.get_close_matches(leaf, names, n=1, cutoff=0.5)
+    if not close and len(leaf) > 1:  # abbreviations: r for rank, lr for learning_rate
+        close = [n for n in names if leaf.startswith(n) or n.startswith(leaf)][:1]
+    return f" (did you mean {section + '.' if section else ''}{close[0]}?)" if close else ""
+
+
+def _check_section_override(item: str) -> None:
+    """`rollout=fast` would replace a whole section by a string: say which keys it has instead."""
+    key, _, value = item.partition("=")
+    node = _section_at(key.strip())
+    if node is not None and not value.strip().startswith("{"):
+        example = fields(node)[0].name
+        raise ConfigError(f"{key}: a section, not a value; set one of its keys, e.g. {key}.{example}=..."
+                          f" (python -m empo2.fit --print-config lists them)")
+
+
+def yaml_error_text(err: Exception) -> str:
+    """A YAML parser's complaint in one line: where (line, column, counted from 1) and what."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    text = str(err)
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _load_yaml_layer(path: Path) -> DictConfig:
     """One YAML file as a config layer: a mapping whose sections (model, rollout, ...) are mappings."""
     try:
         layer = OmegaConf.load(path)
     except Exception as err:  # noqa: BLE001 - YAML syntax errors come from several libraries
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"config file {path}: not valid YAML ({first})") from None
+        raise ConfigError(f"config file {path}: not valid YAML ({yaml_error_text(err)})") from None
     if not isinstance(layer, DictConfig):
         raise ConfigError(f"config file {path}: expected `key: value` lines at the top, got a list")
+    if not layer:
+        raise ConfigError(f"config file {path}: empty; write the settings to change as `section: ...` lines "
+                          f"(conf/quickstart.yaml is an example), or leave --config out for the defaults")
     defaults = Config()
     raw = OmegaConf.to_container(layer, resolve=False)
     for key, value in raw.items():
@@ -417,6 +467,7 @@ def load_config(
             for item in overrides:
                 if "=" not in item:
                     raise ConfigError(f"override {item!r}: expected key=value")
+                _check_section_override(item)
             layers.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(*layers)
         OmegaConf.resolve(merged)
@@ -424,7 +475,8 @@ def load_config(
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
         msg = (getattr(err, "msg", None) or str(err) or type(err).__name__).splitlines()[0]
-        raise ConfigError(f"{key}: {msg}" if key else msg) from None
+        msg = msg.split(". Did you mean")[0]  # OmegaConf's own hint, when it has one, names no section
+        raise ConfigError(f"{key}: {msg}{did_you_mean(str(key))}" if key else msg) from None
     assert isinstance(cfg, Config)
     validate(cfg)
     return cfg

@@ -44,6 +44,12 @@ def _check_env_options(cfg: Config) -> None:
         except (ValueError, OSError) as err:  # OSError: a data file the options name is missing
             msg = str(err)
             raise ConfigError(msg if msg.startswith("env.options") else f"env.options: {msg}") from None
+    for key in ("train_instances", "test_instances"):
+        for instance in getattr(cfg.env, key) or []:
+            try:
+                cls.check_instance(str(instance), **cfg.env.options)
+            except ValueError as err:
+                raise ConfigError(f"env.{key}: {err}") from None
 
 
 def check_values(cfg: Config) -> None:
@@ -99,6 +105,9 @@ def check_values(cfg: Config) -> None:
             f"model.init_from: {init} is not a model folder (no config.json); point it at the policy/ "
             f"folder that `python -m empo2.sft` writes in its run directory"
         )
+    _check_memory_source(cfg.memory.init_from)
+    _check_run_place(cfg.name, cfg.out_dir)
+    _check_embedded_model("model.name_or_path", cfg.model.name_or_path)
     bad = [name for name in cfg.logging.loggers if name not in _LOGGER_PACKAGES]
     if bad:
         raise ConfigError(f"logging.loggers: unknown logger(s) {bad}; use {', '.join(_LOGGER_PACKAGES)}")
@@ -114,6 +123,48 @@ def check_values(cfg: Config) -> None:
     ADVANTAGES.check("algo.advantage", cfg.algo.advantage)
     LOSSES.check("algo.loss", cfg.algo.loss)
     KL_ESTIMATORS.check("algo.kl_estimator", cfg.algo.kl_estimator)
+
+
+def _check_run_place(name: str, out_dir: str) -> None:
+    """The run directory `<out_dir>/<name>` must be makeable: `name` one folder name a filesystem
+    takes, `out_dir` a folder (or not there yet)."""
+    if not name or "/" in name or name in (".", ".."):
+        raise ConfigError(f"name: {name!r} must be one folder name (no '/'); the run directory is <out_dir>/<name>")
+    if len(name.encode()) > 255:
+        raise ConfigError(f"name: {len(name.encode())} bytes long; a folder name takes at most 255, shorten it")
+    place = Path(out_dir).expanduser()
+    for parent in (place, *place.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"out_dir: {parent} is a file, not a folder; point out_dir at a folder (or a new path)")
+            break
+
+
+def _check_embedded_model(key: str, name_or_path: str) -> None:
+    from empo2.models import EMBEDDED, EMBEDDED_PREFIX  # deferred with the other packages' checks
+
+    if name_or_path.startswith(EMBEDDED_PREFIX) and name_or_path[len(EMBEDDED_PREFIX):] not in EMBEDDED:
+        known = ", ".join(EMBEDDED_PREFIX + n for n in EMBEDDED)
+        raise ConfigError(f"{key}: unknown embedded model {name_or_path!r}; known: {known} "
+                          f"(or give a Hugging Face folder)")
+
+
+def _check_memory_source(init_from: str | None) -> None:
+    """`memory.init_from` must be a memory folder (it holds the tip table), not a run folder or
+    anything else: a wrong folder would be copied whole and training would start with no tips."""
+    if init_from is None:
+        return
+    from empo2.memory import TABLE, memory_dir  # deferred: the schema loads no storage library
+
+    folder = Path(init_from).expanduser()
+    if (folder / f"{TABLE}.lance").is_dir():
+        return
+    if (memory_dir(folder) / f"{TABLE}.lance").is_dir():
+        raise ConfigError(f"memory.init_from: {init_from} is a run folder; point it at its memory folder, "
+                          f"{memory_dir(folder)}")
+    what = "does not exist" if not folder.exists() else "is not a folder" if not folder.is_dir() else \
+        f"holds no tip table ({TABLE}.lance)"
+    raise ConfigError(f"memory.init_from: {init_from} {what}; point it at another run's memory/ folder")
 
 
 def _check_trainer(trainer: dict[str, Any]) -> None:

@@ -250,8 +250,6 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
     if ckpt is not None:
         check_stores_present(cfg, ckpt)
         announce_resume_changes(cfg)  # refused changes fail here too, before config.yaml is replaced
-    elif cfg.memory.init_from and not Path(cfg.memory.init_from).is_dir():
-        raise ConfigError(f"memory.init_from: {cfg.memory.init_from} is not a folder (point it at a run's memory/ folder)")
     resolve(cfg.model.name_or_path)  # a model that cannot load fails here too, before the run dir is touched
     resolve(cfg.model.weights)
     run_dir = prepare_run_dir(cfg)

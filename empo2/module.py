@@ -4,9 +4,16 @@ Why manual optimisation: one optimizer step consumes a PPO mini-batch of segment
 chained steps scored as one sequence, `empo2.training_rows`) that is split into micro-batches of
 similar length; the token-mean loss must divide by the *mini-batch's* token
 count, and the gradient norm (before clipping) is a metric users watch. Lightning's automatic loop
-would hide both. Old log-probs are recomputed by `compute_logprobs` before the first update of an
+would hide both. Old log-probs are recomputed by the trainer before the first update of an
 iteration (called by the datamodule once the rollout is built), so the ratio compares the trainer
 with itself, never with the rollout engine; the engine's numbers only feed the mismatch metric.
+
+Why the old log-probs are taken on the update's own micro-batches (`segment_logprobs`): a row's
+log-probs depend, in the last bits, on what it is batched with (its padding, the matmul's row
+count), and which way they round depends on the CPU's kernels (measured: bf16 emulated on an
+AVX2-only CPU moved the first PPO ratio of an iteration to 0.99997). Forwarding the first PPO
+epoch's micro-batches exactly as the update will (same rows, same order, same tensors) makes the
+first ratio 1 on every CPU, not on the ones whose kernels happen to be batch-invariant.
 
 Checkpoints: with LoRA only the trainable (adapter) weights go into the checkpoint; the frozen base
 comes from `model.name_or_path` again on resume.
@@ -174,6 +181,51 @@ class EMPO2Module(L.LightningModule):
         """A one-token batch for the forwards a sharded rank runs only to keep in step with others."""
         return build_batch(self.token_layout, [[self.pad_id]], [[self.pad_id]], self.pad_id)
 
+    @torch.no_grad()
+    def segment_logprobs(self, mini_batches: Sequence[Sequence[Segment]], temperature: float = 1.0,
+                         reference: bool = False) -> dict[int, list[list[float]]]:
+        """Per-token log-probs of every row of every segment on its train prompt, forwarded in
+        exactly the micro-batches `training_step` will forward each mini-batch in (the same plan
+        and the same tensors), so the first PPO ratio of an iteration is 1 whatever the CPU's
+        kernels. Keyed by `id(segment)`: one list per row. `reference=True` scores under the
+        reference policy (the KL penalty then starts at exactly 0)."""
+        assert self.policy is not None
+        model, context = self.reference_model() if reference else (self.policy, nullcontext)
+        trainer = self._trainer
+        precision = trainer.precision_plugin.forward_context if trainer is not None else nullcontext
+        was_training = self.policy.training
+        self.policy.eval()
+        out: dict[int, list[list[float]]] = {}
+        try:
+            with out_of_memory_hint(self.cfg.micro_batch_tokens):
+                for segs in mini_batches:
+                    segs = list(segs)
+                    chunks = self.micro_batch_plan(segs)
+                    for k in range(sharding.lockstep_count(len(chunks), self.policy)):
+                        mine = [segs[i] for i in chunks[k]] if k < len(chunks) else []
+                        batch = self.segment_batch(mine) if mine else self._empty_batch()
+                        with precision(), context():
+                            logp = response_logprobs(model, batch.to(self.device), temperature).float().cpu()
+                        row = 0
+                        for seg in mine:
+                            out[id(seg)] = [logp[row + j, : len(r.response_ids)].tolist() for j, r in enumerate(seg.rows)]
+                            row += len(seg.rows)
+        finally:
+            self.policy.train(was_training)
+        return out
+
+    def micro_batch_plan(self, segments: Sequence[Segment]) -> list[list[int]]:
+        """How a mini-batch of segments is cut into micro-batches (indices into `segments`): the one
+        plan both the update and `segment_logprobs` use."""
+        return self._micro_batches([len(seg.rows[-1].train_prompt) for seg in segments],
+                                   [len(seg.rows[-1].response_ids) for seg in segments],
+                                   multi_span=any(len(seg.rows) > 1 for seg in segments))
+
+    def segment_batch(self, segments: Sequence[Segment]):
+        """The tensors of one micro-batch of segments (one row per response span)."""
+        return build_span_batch(self.token_layout, [seg.sequence for seg in segments],
+                                [seg.spans for seg in segments], self.pad_id)
+
     def _micro_batches(self, prompt_lengths: Sequence[int], response_lengths: Sequence[int],
                        multi_span: bool = False) -> list[list[int]]:
         """Sequences (the last step's prompt and response of each) cut by `optim.micro_batch_size`
@@ -211,9 +263,7 @@ class EMPO2Module(L.LightningModule):
             return
         # FSDP averages gradients over ranks; the loss is a mean over all ranks already.
         scale = token_mean_scale(total_tokens, sharding.grad_average_factor(self.policy))
-        chunks = self._micro_batches([len(seg.rows[-1].train_prompt) for seg in segments],
-                                     [len(seg.rows[-1].response_ids) for seg in segments],
-                                     multi_span=any(len(seg.rows) > 1 for seg in segments))
+        chunks = self.micro_batch_plan(segments)
         with out_of_memory_hint(self.cfg.micro_batch_tokens):
             loss_value = self._accumulate_gradients(segments, chunks, scale, total_tokens)
         self._sum_gradients_over_ranks()
@@ -242,8 +292,7 @@ class EMPO2Module(L.LightningModule):
                 continue
             segs = [segments[i] for i in chunks[k]]
             mb = [r for seg in segs for r in seg.rows]
-            batch = build_span_batch(self.token_layout, [seg.sequence for seg in segs], [seg.spans for seg in segs],
-                                     self.pad_id).to(self.device)
+            batch = self.segment_batch(segs).to(self.device)
             logp = response_logprobs(self.policy, batch, self.cfg.rollout.temperature)
             width = logp.shape[1]
             old = torch.tensor([_pad(r.old_logprobs, width) for r in mb], device=self.device)

@@ -108,3 +108,74 @@ def test_resuming_without_the_memory_folder_is_one_line(warm_model, tmp_path):
     with pytest.raises(ConfigError, match=rf"^ckpt_path: .*restores the memory at version \d+, but {run / 'memory'} is missing"):
         fit(load_config(None, [*over, "trainer.max_epochs=2", "ckpt_path=last"]))
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == last
+
+
+def test_yaml_errors_say_where_and_why(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model:\n  lora: {r: 4\nrollout:\n  x: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"config file {path}: not valid YAML (line 3, column 8: did not find expected ',' or '}}')"
+
+
+def test_an_empty_config_file_is_an_error(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"config file {path}: empty; write the settings to change as `section: ...` lines "
+                              f"(conf/quickstart.yaml is an example), or leave --config out for the defaults")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rollout=fast", "rollout: a section, not a value; set one of its keys, e.g. rollout.tasks_per_iteration=... "
+                     "(python -m empo2.fit --print-config lists them)"),
+    ("model.lora.rank=4", "model.lora.rank: Key 'rank' not in 'LoraConfig' (did you mean model.lora.r?)"),
+    ("optim.lr_=1", "optim.lr_: Key 'lr_' not in 'OptimConfig' (did you mean optim.lr?)"),
+    ("model.name_or_path=embedded:nope", "model.name_or_path: unknown embedded model 'embedded:nope'; known: "
+                                         "embedded:smollm2-135m-instruct (or give a Hugging Face folder)"),
+    ("env.train_instances=[findd/1]", "env.train_instances: 'findd/1' is no KeyRoom instance; they are "
+                                      "find/<variation> (train: find/0 .. find/<num_train − 1>, test: the num_test after)"),
+    ("env.test_instances=[find/x]", "env.test_instances: 'find/x' is no KeyRoom instance; they are "
+                                    "find/<variation> (train: find/0 .. find/<num_train − 1>, test: the num_test after)"),
+    ("name=" + "a" * 300, "name: 300 bytes long; a folder name takes at most 255, shorten it"),
+    ("name=a/b", "name: 'a/b' must be one folder name (no '/'); the run directory is <out_dir>/<name>"),
+])
+def test_bad_overrides_are_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == message
+
+
+def test_unknown_sciworld_instances_are_refused_at_config_time():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["env.name=sciworld", "env.train_instances=[find-living-thing/1]"])
+    assert str(err.value) == ("env.train_instances: 'find-living-thing/1' is no instance of env.options.tasks "
+                              "['find-non-living-thing']; ScienceWorld instances are <task>/<variation>, "
+                              "e.g. find-non-living-thing/0")
+
+
+def test_out_dir_that_is_a_file_is_named(tmp_path):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("x")
+    for out_dir in (taken, taken / "deeper"):
+        with pytest.raises(ConfigError) as err:
+            load_config(None, [f"out_dir={out_dir}"])
+        assert str(err.value) == f"out_dir: {taken} is a file, not a folder; point out_dir at a folder (or a new path)"
+
+
+def test_memory_init_from_must_be_a_memory_folder(tmp_path):
+    from empo2.memory import MemoryStore, memory_dir
+
+    run = tmp_path / "run"
+    MemoryStore(memory_dir(run))  # a real (empty) tip table on disk
+    load_config(None, [f"memory.init_from={memory_dir(run)}"])  # the memory folder itself is accepted
+    cases = {
+        run: f"memory.init_from: {run} is a run folder; point it at its memory folder, {memory_dir(run)}",
+        tmp_path / "missing": f"memory.init_from: {tmp_path / 'missing'} does not exist; point it at another run's memory/ folder",
+        tmp_path: f"memory.init_from: {tmp_path} holds no tip table (memory.lance); point it at another run's memory/ folder",
+    }
+    for folder, message in cases.items():
+        with pytest.raises(ConfigError) as err:
+            load_config(None, [f"memory.init_from={folder}"])
+        assert str(err.value) == message

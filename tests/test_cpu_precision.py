@@ -3,12 +3,15 @@ and checkpointing changes the memory, not the gradient."""
 
 import zlib
 
+import pytest
 import torch
 
 from empo2.config import load_config
 from empo2.cpu_precision import cpu_bf16_caveat, native_bf16_cpu
 from empo2.models import build_policy
 from empo2.token_batch import build_batch, response_logprobs
+
+pytestmark = pytest.mark.isa  # run again under an AVX2 cap (make test-isa)
 
 
 def test_caveat_only_for_bf16_on_a_cpu_without_it():

@@ -10,6 +10,8 @@ from empo2.engines import HFEngine, SamplingParams
 from empo2.models import build_tiny
 from empo2.token_batch import pack, response_logprobs
 
+pytestmark = pytest.mark.isa  # run again under an AVX2 cap (make test-isa)
+
 
 @pytest.fixture(scope="module")
 def engine(tiny_model, tokenizer):

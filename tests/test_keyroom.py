@@ -78,7 +78,7 @@ def test_same_instance_same_layout_and_disjoint_splits():
 
 def test_bad_input_is_a_clear_error():
     env = KeyRoomEnv()
-    with pytest.raises(ValueError, match="unknown keyroom instance"):
+    with pytest.raises(ValueError, match="is no KeyRoom instance; they are find"):
         env.reset("cook/1")
     with pytest.raises(ValueError, match="unknown split"):
         env.instances("dev")

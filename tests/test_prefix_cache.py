@@ -9,6 +9,8 @@ from empo2.engines import HFEngine, SamplingParams
 from empo2.engines.prefix_cache import shared_prefix_lengths, weights_version
 from empo2.token_batch import pack, response_logprobs
 
+pytestmark = pytest.mark.isa  # run again under an AVX2 cap (make test-isa)
+
 
 def _chat(tokenizer, text):
     return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,

@@ -18,6 +18,8 @@ from empo2.module import EMPO2Module
 from empo2.rollout import run_episodes
 from empo2.training_rows import Segment, TrainingRow, chain_groups, chains, mini_batches, segments
 
+pytestmark = pytest.mark.isa  # run again under an AVX2 cap (make test-isa)
+
 INSTANCES = [f"find/{i}" for i in range(4)]
 
 

@@ -62,8 +62,11 @@ def test_gigpo_by_hand():
 
 
 def test_gigpo_mean_normalisation_and_weight():
-    s = step_part(gigpo_advantages, settings=CreditSettings(eps=EPS, step_gamma=0.5, step_weight=2.0, step_norm="mean"))
-    assert [s[0][1], s[2][1], s[3][1]] == pytest.approx([2 * 0.0, 2 * 0.5, 2 * -0.5])
+    # step_norm=mean centres both parts: the episode part is R − mean(R) = ±0.5 (no std), as released
+    mean = CreditSettings(eps=EPS, step_gamma=0.5, step_weight=2.0, step_norm="mean")
+    a = gigpo_advantages(EPISODES, mean)
+    assert [a[0][1], a[2][1], a[3][1]] == pytest.approx([0.5 + 2 * 0.0, 0.5 + 2 * 0.5, -0.5 + 2 * -0.5])
+    assert [a[0][2], a[1][1]] == pytest.approx([0.5 + 2 * 0.5, -0.5 + 2 * -0.5])
 
 
 def test_states_met_once_and_equal_returns_add_nothing():
@@ -71,7 +74,7 @@ def test_states_met_once_and_equal_returns_add_nothing():
     assert step_part(gigpo_advantages, once) == [[0.0, 0.0], [0.0, 0.0]]
     equal = [ep(["p", "q"], ["a", "b"], [0, 1]), ep(["p", "q"], ["c", "d"], [0, 1])]
     assert step_part(gigpo_advantages, equal) == [[0.0, 0.0], [0.0, 0.0]]
-    assert step_part(hgpo_advantages, equal) == [[0.0, 0.0], [0.0, 0.0]]
+    assert hgpo_advantages(equal, SETTINGS) == [[0.0, 0.0], [0.0, 0.0]]  # HGPO: no episode part either
     # different GRPO groups never share a step group, whatever their states
     apart = [ep(["p"], ["a"], [1], group="g1"), ep(["p"], ["a"], [0], group="g2")]
     assert step_part(gigpo_advantages, apart) == [[0.0], [0.0]]
@@ -80,26 +83,54 @@ def test_states_met_once_and_equal_returns_add_nothing():
 def test_gigpo_with_zero_weight_is_grpo_exactly():
     settings = CreditSettings(eps=1e-6, step_gamma=0.9, step_weight=0.0)
     assert gigpo_advantages(EPISODES, settings) == grpo_advantages(EPISODES, settings)
-    assert hgpo_advantages(EPISODES, settings) == grpo_advantages(EPISODES, settings)
 
 
 def test_hgpo_levels_by_hand():
-    """K = 1, α = 1: level 0 weighs 1, level 1 (same state and same previous (state, action)) 2."""
-    s = step_part(hgpo_advantages)
-    # s1, level 0: A1 0, C1 +1, D1 -1. Level 1 keeps A1 and C1 (both came from (s0, a)): -/+ 1/sqrt(2);
-    # D1 (from (s0, y)) is alone there and keeps its level-0 value.
-    r = 1 / math.sqrt(2)
-    assert s[0][1] == pytest.approx((1 * 0.0 + 2 * -r) / 3)
-    assert s[2][1] == pytest.approx((1 * 1.0 + 2 * r) / 3)
-    assert s[3][1] == pytest.approx(-1.0)
-    # s2: A2 came from (s1, b), B1 from (s0, a): apart at level 1, so level 0 alone decides
-    assert [s[0][2], s[1][1]] == pytest.approx([r, -r])
-    # step 0 has no past: every level is the anchor group, so HGPO equals GiGPO there
-    g = step_part(gigpo_advantages)
-    assert [x[0] for x in s] == pytest.approx([x[0] for x in g])
-    # K = 0 is GiGPO
-    k0 = CreditSettings(eps=EPS, step_gamma=0.5, history_levels=0)
-    assert hgpo_advantages(EPISODES, k0) == gigpo_advantages(EPISODES, k0)
+    """The released rule on the four episodes above, K = 1, α = 1: level 0 (the anchor state)
+    weighs 2, level 1 (the last two states) 3; population std; no episode-level part."""
+    a = hgpo_advantages(EPISODES, SETTINGS)
+    # step 0 has no level 1: s0 = {.25, 0, .5, 0}, mean .1875, population std sqrt(.171875 / 4)
+    std0 = math.sqrt(0.171875 / 4)
+    assert [x[0] for x in a] == pytest.approx([0.0625 / std0, -0.1875 / std0, 0.3125 / std0, -0.1875 / std0], abs=1e-4)
+    # s1 = {A1 .5, C1 1, D1 0}: ±.5 / sqrt(1/6). Level 1 keys on states only, so D (other actions,
+    # same states s0 s1) stays with A and C there: the same values at weights 2 and 3.
+    r = 0.5 / math.sqrt(1 / 6)
+    assert [a[2][1], a[3][1]] == pytest.approx([r, -r], abs=1e-4)
+    # A1 sits at its groups' mean at both levels: every level is exactly 0 and left out -> 0
+    assert a[0][1] == 0.0
+    # s2: A2 (s1 s2) and B1 (s0 s2) differ at level 1 (each alone there: 0, left out); level 0: ±1
+    assert [a[0][2], a[1][1]] == pytest.approx([1.0, -1.0], abs=1e-4)
+
+
+# P, Q: states x y; R: states z y. γ_step = 0.5: G = (.5, 1), (0, 0), (.5, 1); returns 1, 0, 1.
+TRIO = [ep(["x", "y"], ["a", "b"], [0, 1]), ep(["x", "y"], ["a", "c"], [0, 0]), ep(["z", "y"], ["d", "b"], [0, 1])]
+
+
+def test_hgpo_weights_zero_levels_and_short_histories_by_hand():
+    s = CreditSettings(eps=EPS, step_gamma=0.5, history_levels=1, level_alpha=1.0)
+    a = hgpo_advantages(TRIO, s)
+    # level 0 at y: {1, 0, 1}, mean 2/3, population std sqrt(2/9) -> P1, R1 = 1/sqrt(2), Q1 = −sqrt(2)
+    # level 1: (x, y) = {P1 1, Q1 0} -> ±1; (z, y) = {R1} alone -> 0, left out
+    half, root2 = 1 / math.sqrt(2), math.sqrt(2)
+    assert a[0][1] == pytest.approx((2 * half + 3 * 1.0) / 5, abs=1e-4)
+    assert a[1][1] == pytest.approx((2 * -root2 + 3 * -1.0) / 5, abs=1e-4)
+    assert a[2][1] == pytest.approx(half, abs=1e-4)
+    # step 0 (t = 0 < 1: level 0 only): x = {.5, 0} -> ±1; z = {R0} alone -> 0
+    assert [a[0][0], a[1][0], a[2][0]] == pytest.approx([1.0, -1.0, 0.0], abs=1e-4)
+    # α = 2: weights 4 and 9
+    a2 = hgpo_advantages(TRIO, CreditSettings(eps=EPS, step_gamma=0.5, history_levels=1, level_alpha=2.0))
+    assert a2[0][1] == pytest.approx((4 * half + 9 * 1.0) / 13, abs=1e-4)
+    # the episode level switched on: returns 1, 0, 1 normalised like a level (1/sqrt(2), −sqrt(2), 1/sqrt(2)), weight 1
+    e = hgpo_advantages(TRIO, CreditSettings(eps=EPS, step_gamma=0.5, history_levels=1, level_alpha=1.0, episode_level=True))
+    assert e[0][0] == pytest.approx((2 * 1.0 + half) / 3, abs=1e-4)
+    assert e[2][0] == pytest.approx(half, abs=1e-4)  # its level 0 is 0 and left out
+    assert e[1][1] == pytest.approx((2 * -root2 + 3 * -1.0 + 1 * -root2) / 6, abs=1e-4)
+    # step_norm=mean: levels only centred. y: 1/3, −2/3, 1/3; (x, y): ±.5
+    m = hgpo_advantages(TRIO, CreditSettings(eps=EPS, step_gamma=0.5, step_norm="mean", history_levels=1))
+    assert [m[0][1], m[1][1], m[2][1]] == pytest.approx([(2 / 3 + 1.5) / 5, (-4 / 3 - 1.5) / 5, 1 / 3], abs=1e-4)
+    # K = 0 is the anchor-state level alone: GiGPO's step part with the population std, no episode part
+    k0 = hgpo_advantages(TRIO, CreditSettings(eps=EPS, step_gamma=0.5, history_levels=0))
+    assert k0[0][1] == pytest.approx(half, abs=1e-4) and k0[2][0] == 0.0
 
 
 def test_registry_and_episode_level_estimators_keep_their_numbers():
@@ -159,7 +190,8 @@ def test_keyroom_fit_with_step_credit(warm_model, tmp_path, estimator, memory):
         actions=tuple(s["action"] for s in e["steps"])) for e in episodes]
     cfg = config.algo
     settings = CreditSettings(eps=cfg.adv_eps, step_gamma=cfg.step_gamma, step_weight=cfg.step_weight,
-                              step_norm=cfg.step_norm, history_levels=cfg.history_levels, level_alpha=cfg.level_alpha)
+                              step_norm=cfg.step_norm, history_levels=cfg.history_levels, level_alpha=cfg.level_alpha,
+                              episode_level=cfg.hgpo_episode_level)
     expected = ADVANTAGES.get(estimator)(credit, settings)
     assert [[s["advantage"] for s in e["steps"]] for e in episodes] == [a[:len(e["steps"])] for a, e in zip(expected, episodes)]
     # the logged summaries are those of the file's advantages

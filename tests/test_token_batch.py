@@ -11,6 +11,8 @@ import pytest
 from empo2.token_batch import build_batch, micro_batches, pack, pack_flat, response_logprobs
 from empo2.training_rows import TrainingRow
 
+pytestmark = pytest.mark.isa  # run again under an AVX2 cap (make test-isa)
+
 
 def test_pack_layout():
     b = pack([[1, 2, 3], [4]], [[5], [6, 7]], pad_id=0)

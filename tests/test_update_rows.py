@@ -9,6 +9,7 @@ from datamodules import RolloutDataModule
 from empo2.config import load_config
 from empo2.conversation import Conversation
 from empo2.episode import Episode, Step
+from empo2.training_rows import segments
 
 TIPS = ["the apple is in the kitchen", "do not focus on the cup"]
 
@@ -85,11 +86,16 @@ class PromptAwarePolicy:
             out.append((base * 4)[: len(r)])
         return out
 
+    def segment_logprobs(self, mini_batches, temperature, reference=False):
+        """Each row on its train prompt, as the trainer's update-shaped pass gives them."""
+        return {id(seg): self.compute_logprobs([r.train_prompt for r in seg.rows], [r.response_ids for r in seg.rows],
+                                               temperature) for mb in mini_batches for seg in mb}
+
 
 def _rows(tokenizer, mode, *overrides):
     dm = datamodule(*overrides)
     rows = dm.build_rows([make_episode(tokenizer, mode)], tokenizer)
-    dm.add_old_logprobs(rows, PromptAwarePolicy(tokenizer))
+    dm.add_old_logprobs(rows, PromptAwarePolicy(tokenizer), [segments(rows, shared=True)])
     return rows
 
 

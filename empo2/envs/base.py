@@ -70,6 +70,13 @@ class TextEnv(ABC):
         signature. Default: nothing beyond that binding."""
 
     @classmethod
+    def check_instance(cls, instance: str, **options: Any) -> None:
+        """Raise ValueError (saying what an instance id looks like) when `instance` can be no
+        instance of this environment under `options`. Runs at config time on every id of
+        `env.train_instances` and `env.test_instances`, with the options written in the config
+        (apply `__init__`'s defaults yourself), building nothing. Default: every id is accepted."""
+
+    @classmethod
     def retarget(cls, options: dict[str, Any], task: str) -> dict[str, Any]:
         """`env.options` that make this environment play `task` (adaptation to a new task)."""
         raise ValueError(f"{cls.__name__} has no tasks to adapt to (it does not implement retarget)")

@@ -110,6 +110,13 @@ class KeyRoomEnv(TextEnv):
         return {**options, "target_in_start_room": cls.TASKS[task]}
 
     # ---- instances -------------------------------------------------------------------------
+    @classmethod
+    def check_instance(cls, instance: str, **options: Any) -> None:
+        task, _, var = instance.partition("/")
+        if task != "find" or not var.isdigit():
+            raise ValueError(f"{instance!r} is no KeyRoom instance; they are find/<variation> "
+                             f"(train: find/0 .. find/<num_train − 1>, test: the num_test after)")
+
     def instances(self, split: str) -> list[str]:
         if split == "train":
             return [f"find/{v}" for v in range(self.num_train)]
@@ -118,9 +125,8 @@ class KeyRoomEnv(TextEnv):
         raise ValueError(f"unknown split {split!r}; use train or test")
 
     def _build(self, instance: str) -> None:
+        self.check_instance(instance)
         task, _, var = instance.partition("/")
-        if task != "find" or not var.isdigit():
-            raise ValueError(f"unknown keyroom instance {instance!r}; expected find/<variation>")
         rng = random.Random(int(var))
         rooms = ["hallway", *rng.sample(ROOMS[1:], self.num_rooms - 1)]
         objects = rng.sample(OBJECTS, self.num_rooms * self.objects_per_room)

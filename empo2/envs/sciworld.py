@@ -141,6 +141,13 @@ class ScienceWorldEnv(TextEnv):
         if caps not in ("gold_paths", "paper"):
             raise ValueError(f"caps: gold_paths (admit every gold path) or paper (30; 60 and 120 for two tasks), got {caps!r}")
 
+    @classmethod
+    def check_instance(cls, instance: str, tasks=("find-non-living-thing",), **_: Any) -> None:
+        task, _, var = instance.rpartition("/")
+        if task not in tasks or not var.isdigit():
+            raise ValueError(f"{instance!r} is no instance of env.options.tasks {list(tasks)}; "
+                             f"ScienceWorld instances are <task>/<variation>, e.g. {tasks[0]}/0")
+
     def close(self) -> None:
         """Ask the JVM to exit, wait for it (2 s), kill it if it lingers; never leaves a process."""
         if self._env is not None:

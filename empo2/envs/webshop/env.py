@@ -131,6 +131,12 @@ class WebShopEnv(TextEnv):
             raise ValueError(f"unknown split {split!r} (train or test)")
         return [f"webshop/{i}" for i in ids]
 
+    @classmethod
+    def check_instance(cls, instance: str, **options: Any) -> None:
+        head, _, tail = instance.partition("/")
+        if head != "webshop" or not tail.isdigit():
+            raise ValueError(f"{instance!r} is no WebShop instance; they are webshop/<goal index>")
+
     def _goal_index(self, instance: str) -> int:
         head, _, tail = instance.partition("/")
         if head != "webshop" or not tail.isdigit() or int(tail) >= len(self.store.goals):
