@@ -59,6 +59,22 @@ def read_checkpoint(path: str | Path, weights: bool = True) -> dict[str, Any]:
     return ckpt
 
 
+def check_fits_lora(state_dict: dict[str, Any], enabled: bool, rank: int, path: str | Path) -> None:
+    """Refuse, before any model is built, a checkpoint whose weights cannot fit `model.lora.*`:
+    adapters of another rank (lora_A is [r, in]), adapters where full weights are wanted, or full
+    weights where adapters are. One line naming the overrides that fit it."""
+    ranks = {int(v.shape[0]) for k, v in state_dict.items() if ".lora_A." in k and hasattr(v, "shape")}
+    if ranks and not enabled:
+        raise ValueError(f"ckpt_path: {path} holds LoRA adapters (rank {min(ranks)}) but model.lora.enabled is false; "
+                         f"pass model.lora.enabled=true model.lora.r={min(ranks)}")
+    if enabled and state_dict and not ranks:
+        raise ValueError(f"ckpt_path: {path} holds full weights, no LoRA adapters; pass model.lora.enabled=false")
+    if ranks and ranks != {rank}:
+        found = ", ".join(map(str, sorted(ranks)))
+        raise ValueError(f"ckpt_path: {path} holds LoRA adapters of rank {found} but model.lora.r is {rank}; "
+                         f"pass model.lora.r={found}")
+
+
 def _load(path: Path, mmap: bool) -> Any:
     """`torch.load`, with a truncated or foreign file reported as one line naming it."""
     try:

@@ -40,8 +40,11 @@ class Command:
         return parser
 
     def command_line(self, argv: Sequence[str] | None) -> str:
-        """The command as typed (for the line that says how to continue a stopped run)."""
-        return " ".join([self.prog, *(sys.argv[1:] if argv is None else argv)])
+        """The command as a shell would take it back (quoted where an argument has spaces), for the
+        line that says how to continue a stopped run."""
+        import shlex
+
+        return " ".join([self.prog, shlex.join(sys.argv[1:] if argv is None else argv)]).rstrip()
 
 
 def run_command(command: Command, argv: Sequence[str] | None, body: Callable[[Config], int],

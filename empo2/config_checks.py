@@ -25,6 +25,23 @@ _LOGGER_PACKAGES: dict[str, tuple[str, ...]] = {"csv": (), "tensorboard": ("tens
 _TRAINER_OWNED = ("reload_dataloaders_every_n_epochs", "use_distributed_sampler", "logger")
 
 
+def options_with_defaults(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """`env.options` bound to the environment's `__init__`, with the defaults of the options the
+    config leaves out filled in: what `check_options` and `check_instance` receive. TypeError when
+    they do not bind."""
+    sig = inspect.signature(cls.__init__)
+    bound = sig.bind(None, **options)
+    bound.apply_defaults()
+    out: dict[str, Any] = {}
+    for name, value in list(bound.arguments.items())[1:]:  # [0] is self
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            out[name] = value
+    return out
+
+
 def _check_env_options(cfg: Config) -> None:
     """`env.options` must bind to the environment's constructor (checked without building it)."""
     from empo2.envs.base import env_class  # deferred: importing the schema loads no environment
@@ -34,20 +51,20 @@ def _check_env_options(cfg: Config) -> None:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     try:
-        inspect.signature(cls.__init__).bind(None, **cfg.env.options)
+        options = options_with_defaults(cls, cfg.env.options)
     except TypeError as err:
         raise ConfigError(f"env.options: {err} (for {cls.__name__})") from None
     check = getattr(cls, "check_options", None)
     if callable(check):
         try:
-            check(**cfg.env.options)
+            check(**options)
         except (ValueError, OSError) as err:  # OSError: a data file the options name is missing
             msg = str(err)
             raise ConfigError(msg if msg.startswith("env.options") else f"env.options: {msg}") from None
     for key in ("train_instances", "test_instances"):
         for instance in getattr(cfg.env, key) or []:
             try:
-                cls.check_instance(str(instance), **cfg.env.options)
+                cls.check_instance(str(instance), **options)
             except ValueError as err:
                 raise ConfigError(f"env.{key}: {err}") from None
 

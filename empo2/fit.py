@@ -74,6 +74,27 @@ def prepare_run_dir(cfg: Config) -> Path:
     return run_dir
 
 
+def set_aside_unfinished(run_dir: Path) -> Path | None:
+    """A run stopped before its first checkpoint: move what it wrote (memory, trajectories,
+    metrics) into `<run_dir>/stopped/<k>/`, kept for reading, so the same command starts the run
+    again instead of being refused for another run's leftovers. Returns that folder (None when
+    there was nothing to move, a checkpoint exists, or this is not the launcher's rank 0)."""
+    ckpts = run_dir / "checkpoints"
+    if launcher_rank() != 0 or (ckpts.is_dir() and any(ckpts.glob("*.ckpt"))):
+        return None
+    present = {name: path for name, path in training_artefacts(run_dir).items() if path.exists()}
+    if not present:
+        return None
+    k = 1
+    while (run_dir / "stopped" / str(k)).exists():
+        k += 1
+    target = run_dir / "stopped" / str(k)
+    target.mkdir(parents=True)
+    for path in present.values():
+        path.rename(target / path.name)
+    return target
+
+
 def training_artefacts(run_dir: Path) -> dict[str, Path]:
     """What a training run leaves in its directory besides checkpoints and config.yaml."""
     return {"memory": run_dir / "memory", "trajectories": run_dir / "trajectories",
@@ -250,20 +271,24 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
     if ckpt is not None:
         check_stores_present(cfg, ckpt)
         announce_resume_changes(cfg)  # refused changes fail here too, before config.yaml is replaced
-    resolve(cfg.model.name_or_path)  # a model that cannot load fails here too, before the run dir is touched
-    resolve(cfg.model.weights)
-    run_dir = prepare_run_dir(cfg)
-    caveat = cpu_bf16_caveat(cfg.trainer)
-    if caveat and launcher_rank() == 0:
-        print(caveat, file=sys.stderr)
-    if cfg.ckpt_path is None and cfg.memory.init_from:
-        seed_memory(Path(cfg.memory.init_from), run_dir)
-    if cfg.ckpt_path == "last" and resume_epoch is not None:
-        drop_checkpoints_after(run_dir / "checkpoints", resume_epoch)
     datamodule = RolloutDataModule(cfg)
-    trainer = build_trainer(cfg, run_dir, datamodule, extra_callbacks, resume_epoch=resume_epoch)
-    module = EMPO2Module(cfg)
-    try:
+    try:  # from here the datamodule's environments (and JVMs) are closed however the run ends
+        try:  # one environment now: one that rejects its options fails before the run directory is made
+            datamodule.pool.first()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        resolve(cfg.model.name_or_path)  # a model that cannot load fails here too, before the run dir is touched
+        resolve(cfg.model.weights)
+        run_dir = prepare_run_dir(cfg)
+        caveat = cpu_bf16_caveat(cfg.trainer)
+        if caveat and launcher_rank() == 0:
+            print(caveat, file=sys.stderr)
+        if cfg.ckpt_path is None and cfg.memory.init_from:
+            seed_memory(Path(cfg.memory.init_from), run_dir)
+        if cfg.ckpt_path == "last" and resume_epoch is not None:
+            drop_checkpoints_after(run_dir / "checkpoints", resume_epoch)
+        trainer = build_trainer(cfg, run_dir, datamodule, extra_callbacks, resume_epoch=resume_epoch)
+        module = EMPO2Module(cfg)
         with run_temp_dir(run_dir):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     finally:  # Lightning tears the datamodule down only after a successful fit: close the JVMs anyway
@@ -296,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         from empo2.preemption import resume_hint, run_guarded
 
         command = COMMAND.command_line(argv)
-        trainer, code = run_guarded(lambda: fit(cfg), lambda stop: resume_hint(cfg.run_dir, command))
+        trainer, code = run_guarded(
+            lambda: fit(cfg), lambda stop: resume_hint(cfg.run_dir, command, set_aside_unfinished(cfg.run_dir)))
         if code:
             return code
         metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if not k.startswith("time/")}

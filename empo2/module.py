@@ -30,7 +30,7 @@ import lightning as L
 import torch
 
 from empo2 import distributed as D
-from empo2.checkpoint import read_checkpoint
+from empo2.checkpoint import check_fits_lora, read_checkpoint
 from empo2.config import Config
 from empo2.loss import KL_ESTIMATORS, LOSSES, token_mean_scale
 from empo2.models import build_policy, load_tokenizer
@@ -94,6 +94,8 @@ class EMPO2Module(L.LightningModule):
         ckpt = read_checkpoint(path) if path is not None else None  # a bad file fails before the model loads
         if ckpt is not None and "state_dict" not in ckpt:
             raise ValueError(f"ckpt_path: {path} holds no state_dict (not a Lightning checkpoint)")
+        if ckpt is not None:  # before the model loads
+            check_fits_lora(ckpt["state_dict"], cfg.model.lora.enabled, cfg.model.lora.r, path)
         module = cls(cfg)
         module.configure_model()
         if ckpt is not None:

@@ -70,17 +70,22 @@ class PreemptionGuard:
         self._previous.clear()
 
 
-def resume_hint(run_dir: Any, command: str) -> str:
-    """The one line a preempted command prints: where the last complete iteration is kept."""
+def resume_hint(run_dir: Any, command: str, set_aside: Any = None) -> str:
+    """The one line a preempted command prints: where the last complete iteration is kept, or,
+    when none completed, the command that starts the run again (`set_aside`: where the stopped
+    attempt's files were moved so that command is not refused)."""
     from pathlib import Path
 
     from empo2.checkpoint import exists
 
     last = Path(run_dir) / "checkpoints" / "last.ckpt"
-    command = " ".join(w for w in command.split() if not w.startswith("ckpt_path="))
+    import shlex
+
+    command = shlex.join(w for w in shlex.split(command) if not w.startswith("ckpt_path="))
     if exists(last):
         return f"resume with: {command} ckpt_path=last   (last complete iteration: {last})"
-    return f"no iteration completed; start again with: {command}"
+    kept = f" (what it wrote is kept in {set_aside})" if set_aside else ""
+    return f"no iteration completed{kept}; start again with: {command}"
 
 
 def run_guarded(fn: Callable[[], Any], on_preempt: Callable[[Preempted], str]) -> tuple[Any, int]:

@@ -159,5 +159,8 @@ def run_episodes(
                 still.append(i)
         active = still
         start_waiting()
+        # Episodes of a lock-step batch end together near the turn cap: without the steps taken the
+        # bar would sit at 0/N for most of a rollout and read as stalled.
+        bar.set_postfix_str(f"{stats.turns} steps, {len(active)} playing", refresh=True)
     bar.close()
     return stats

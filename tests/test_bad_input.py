@@ -179,3 +179,51 @@ def test_memory_init_from_must_be_a_memory_folder(tmp_path):
         with pytest.raises(ConfigError) as err:
             load_config(None, [f"memory.init_from={folder}"])
         assert str(err.value) == message
+
+
+@pytest.mark.parametrize("saved, overrides, message", [
+    ("lora4", ["model.lora.r=8"], "holds LoRA adapters of rank 4 but model.lora.r is 8; pass model.lora.r=4"),
+    ("lora4", ["model.lora.enabled=false"], "holds LoRA adapters (rank 4) but model.lora.enabled is false; "
+                                            "pass model.lora.enabled=true model.lora.r=4"),
+    ("full", [], "holds full weights, no LoRA adapters; pass model.lora.enabled=false"),
+])
+def test_a_checkpoint_that_cannot_fit_the_lora_settings_is_refused_before_the_model_loads(tmp_path, capsys, saved,
+                                                                                          overrides, message):
+    """The model folder does not exist: any model load would fail on that instead."""
+    from empo2.evaluate import main as evaluate_main
+
+    prefix = "policy.base_model.model.model.layers.0.self_attn.q_proj"
+    weights = {f"{prefix}.lora_A.default.weight": torch.zeros(4, 64), f"{prefix}.lora_B.default.weight": torch.zeros(64, 4)} \
+        if saved == "lora4" else {"policy.model.layers.0.self_attn.q_proj.weight": torch.zeros(64, 64)}
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": weights, "epoch": 0}, ckpt)
+    args = [f"out_dir={tmp_path / 'runs'}", "name=r", f"ckpt_path={ckpt}", f"model.name_or_path={tmp_path / 'no-model'}",
+            *overrides]
+    assert evaluate_main(args) != 0
+    assert capsys.readouterr().err.strip().endswith(f"ckpt_path: {ckpt} {message}")
+
+
+from empo2.envs import KeyRoomEnv  # noqa: E402 - the user environment below builds on it
+
+
+class PickyEnv(KeyRoomEnv):
+    """A user environment with no `check_options` of its own: it judges its option only when built."""
+
+    check_options = classmethod(lambda cls, **options: None)
+
+    def __init__(self, colour: str = "red") -> None:
+        if colour not in ("red", "blue"):
+            raise ValueError(f"colour must be red or blue, got {colour!r}")
+        super().__init__()
+
+
+def test_an_environment_rejecting_its_options_fails_before_the_run_directory(tmp_path, capsys):
+    from empo2.fit import main as fit_main
+
+    args = [f"out_dir={tmp_path / 'runs'}", "name=r", "env.cls=test_bad_input:PickyEnv", "env.options={colour: green}",
+            f"model.name_or_path={tmp_path / 'no-model'}"]
+    # the model folder does not exist: this line comes before any model or run directory
+    assert fit_main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "config error: env.options: PickyEnv rejected the options {'colour': 'green'}: colour must be red or blue, got 'green'")
+    assert not (tmp_path / "runs").exists()

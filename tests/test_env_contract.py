@@ -31,7 +31,7 @@ class DoorsEnv(TextEnv):
         self.exit_door, self.variations = exit_door, variations
 
     @classmethod
-    def check_options(cls, exit_door: str = "left", variations: int = 3) -> None:
+    def check_options(cls, exit_door: str, variations: int) -> None:  # __init__'s defaults arrive filled in
         if exit_door not in DOORS:
             raise ValueError(f"exit_door: one of {', '.join(DOORS)}, got {exit_door!r}")
 

@@ -98,3 +98,28 @@ def test_guard_restores_the_previous_handler(sig):
         os.kill(os.getpid(), sig)
         time.sleep(5)  # the handler raises before this ends
     assert stop.value.exit_code == 128 + sig and signal.getsignal(sig) == before
+
+
+@pytest.mark.slow
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_as_printed(warm_model, tmp_path):
+    """SIGTERM in iteration 0: the printed command, run as printed, starts the run again (not refused
+    for the stopped attempt's memory and trajectories), and what the attempt wrote is kept."""
+    import shlex
+
+    env = dict(child_env(ROOT / "tests"), EMPO2_TEST_SIGTERM_AT_RESET="3",  # iteration 0, fourth episode
+               EMPO2_TEST_SIGNAL_STAMP=str(tmp_path / "signalled_at"))
+    over = {**OVER, "trainer.max_epochs": 1}
+    proc = subprocess.run([sys.executable, "-m", "empo2.fit", *tiny_overrides(warm_model, tmp_path, name="early", **over)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    last_line = proc.stderr.strip().splitlines()[-1]
+    kept = tmp_path / "early" / "stopped" / "1"
+    prefix = f"stopped by SIGTERM: no iteration completed (what it wrote is kept in {kept}); start again with: "
+    assert last_line.startswith(prefix), last_line
+    assert (kept / "trajectories").is_dir() or (kept / "memory").is_dir()
+    words = shlex.split(last_line[len(prefix):])
+    assert words[:3] == ["python", "-m", "empo2.fit"]
+    again = subprocess.run([sys.executable, *words[1:]], cwd=ROOT, env=child_env(ROOT / "tests"),
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert next_iteration(tmp_path / "early") == 1

@@ -7,7 +7,7 @@ import pytest
 
 from empo2.config import ConfigError, load_config
 from empo2.envs import sciworld_prompt as prompt
-from empo2.envs.sciworld import PAPER_TASKS, ScienceWorldEnv, simplification_for
+from empo2.envs.sciworld import PAPER_TASKS, UNKNOWN_ACTION, ScienceWorldEnv, simplification_for
 
 pytest.importorskip("scienceworld")
 
@@ -259,8 +259,15 @@ def test_a_numeric_answer_to_the_simulators_question_goes_through(examples_cache
         path = gold_path(env, "grow-plant/0")
         k = next(i for i, a in enumerate(path) if a.strip().isdigit())
         env.reset("grow-plant/0")
-        total, result = float(env._score), None
+        total, result, strays = float(env._score), None, 0
         for i, action in enumerate(path):
+            numbered = [a for a in env.valid_actions() if "2" in a.split()]
+            if i < k - 1 and numbered and not strays:
+                # no question pending: a bare "2" is no action, though "... flower pot 2" shares its word
+                stray = env.step("2")
+                assert not stray.info["raw_valid"] and stray.info["action"] == "2" and stray.reward == 0.0
+                assert stray.observation.startswith(UNKNOWN_ACTION), stray.observation
+                strays += 1
             result = env.step(action)
             total += result.reward
             if i == k - 1:
@@ -270,5 +277,6 @@ def test_a_numeric_answer_to_the_simulators_question_goes_through(examples_cache
             if result.done:
                 break
         assert total == 100.0 and result.info["success"] and len(path) <= env.max_turns("grow-plant/0")
+        assert strays == 1
     finally:
         env.close()

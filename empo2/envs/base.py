@@ -19,6 +19,10 @@ from empo2.registry import Registry
 
 @dataclass
 class StepResult:
+    """What `TextEnv.step` returns for one action: the next observation, the step's reward, whether
+    the episode ended, and `info` (the keys the trainer reads are listed on the field; all others
+    go to the trajectory files as they are)."""
+
     observation: str
     """What the agent sees next."""
     reward: float
@@ -53,11 +57,17 @@ class TextEnv(ABC):
     @abstractmethod
     def reset(self, instance: str) -> tuple[str, dict[str, Any]]:
         """Start an episode on `instance`; return the first observation and info. The trainer reads
-        `info["task"]` (the task in words: part of every memory key; absent: the instance id)."""
+        `info["task"]` (the task in words; absent: the instance id): it is joined with the
+        observation into every memory key and kept in the trajectory files. It is not shown to the
+        model by itself: the prompt is what `first_message` writes, so put the task there."""
 
     @abstractmethod
     def step(self, action: str) -> StepResult:
-        """Apply one action (the model's text, one line)."""
+        """Apply one action: what `parse_action` returned for the model's answer (cut to 2,000
+        characters), also when it called the answer malformed; the trainer then subtracts
+        `format_penalty` from this step's reward itself. `parse_action` runs on this same object
+        just before `step`, so an environment that judges the raw text (for `info["raw_valid"]`)
+        can keep what it saw there."""
 
     def max_turns(self, instance: str) -> int:
         """Turn cap for an instance (environments with per-task caps override)."""
@@ -67,14 +77,15 @@ class TextEnv(ABC):
     def check_options(cls, **options: Any) -> None:
         """Check `env.options` values without building anything; raise ValueError naming the option.
         Runs when the config loads (before any model), after the options were bound to `__init__`'s
-        signature. Default: nothing beyond that binding."""
+        signature, and receives every option `__init__` takes: those the config wrote, and the
+        defaults of the others. Default: nothing beyond that binding."""
 
     @classmethod
     def check_instance(cls, instance: str, **options: Any) -> None:
         """Raise ValueError (saying what an instance id looks like) when `instance` can be no
         instance of this environment under `options`. Runs at config time on every id of
-        `env.train_instances` and `env.test_instances`, with the options written in the config
-        (apply `__init__`'s defaults yourself), building nothing. Default: every id is accepted."""
+        `env.train_instances` and `env.test_instances`, with the options as `check_options` gets
+        them (`__init__`'s defaults filled in), building nothing. Default: every id is accepted."""
 
     @classmethod
     def retarget(cls, options: dict[str, Any], task: str) -> dict[str, Any]:

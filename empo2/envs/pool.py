@@ -46,8 +46,9 @@ class EnvPool:
     def _new(self) -> TextEnv:
         try:
             return self.cls(**self.options)
-        except TypeError as err:  # an unknown or missing option: name the config key
-            raise ValueError(f"env.options: {self.cls.__name__} rejected the options {self.options}: {err}") from None
+        except (TypeError, ValueError, KeyError) as err:  # an option it rejects: name the config key
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"env.options: {self.cls.__name__} rejected the options {self.options}: {msg}") from None
 
     def take(self, n: int) -> list[TextEnv]:
         """Up to `n` environments (at most `max_size`), created on first need and then reused."""

@@ -241,7 +241,9 @@ class ScienceWorldEnv(TextEnv):
             obs = env.server.step(text) if text else UNKNOWN_ACTION
             raw_valid = not obs.startswith(UNKNOWN_ACTION)
             sent = text
-            if not raw_valid:  # map to the closest valid action, if any shares a word with the text
+            # Otherwise map to the closest valid action, if any shares a word with the text; a bare
+            # number answers only the simulator's question, so outside one it stays unknown.
+            if not raw_valid and not text.isdigit():
                 valid = self.valid_actions()
                 closest = max(valid, key=lambda v: jaccard(text, v)) if valid else ""
                 if closest and jaccard(text, closest) > 0:
