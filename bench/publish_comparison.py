@@ -1,7 +1,7 @@
 """Copy a comparison's results out of its run folder into a folder meant for committing.
 
 `python -m empo2.compare` keeps everything under `<run>/compare/` (checkpoints, memories, every
-episode), far too much to commit. This writes the part a reader of the README needs, small and
+episode), far too much to commit. This writes the part a reader of docs/RESULTS.md needs, small and
 regenerable from the run folder with one command:
 
 - the harness's table, curves and plots (`results.csv`, `summary.md`, `curves.csv`,

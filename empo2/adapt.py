@@ -209,6 +209,7 @@ def parse_overrides(items: list[str]) -> list[str]:
 
 
 COMMAND = Command("empo2.adapt", "Adapt a policy to a new task with memory only.",
+                  example="--config conf/quickstart.yaml ckpt_path=last target_task=find-here",
                   config_help="the YAML file(s) the policy was trained with",
                   overrides_help="ckpt_path=last|PATH target_task=TASK adapt.iterations=K ...")
 

@@ -22,7 +22,9 @@ class Command:
     module: str
     """The module run with `python -m`, e.g. `empo2.fit`."""
     description: str
-    config_help: str = "YAML file (keys as in the README's config reference); repeat to layer presets"
+    example: str = ""
+    """One typical invocation's arguments (after `python -m <module>`), shown at the end of `--help`."""
+    config_help: str = "YAML file (every key: docs/CONFIG.md); repeat to layer presets"
     overrides_help: str = "key=value overrides, e.g. trainer.max_epochs=5"
     errors: tuple[type[Exception], ...] = ()
     """Errors besides ConfigError and FileNotFoundError (a model, checkpoint or data file that is not
@@ -33,7 +35,9 @@ class Command:
         return f"python -m {self.module}"
 
     def parser(self) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser(prog=self.prog, description=self.description)
+        epilog = f"example:\n  {self.prog} {self.example}\n\nevery config key: docs/CONFIG.md" if self.example else None
+        parser = argparse.ArgumentParser(prog=self.prog, description=self.description, epilog=epilog,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--config", action="append", help=self.config_help)
         parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
         parser.add_argument("overrides", nargs="*", help=self.overrides_help)

@@ -382,6 +382,7 @@ def restore_published(published: Path, run: Path) -> list[Path]:
 
 
 COMMAND = Command("empo2.compare", "Run baselines and EMPO² in one harness.",
+                  example='--config conf/quickstart.yaml "compare.seeds=[0,1]"',
                   config_help="YAML file(s): the EMPO² run every method derives from",
                   overrides_help="compare.seeds=[0,1] compare.tasks=[...] compare.methods=[...] ...")
 

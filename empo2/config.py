@@ -1,8 +1,8 @@
 """Typed configuration schema: YAML + CLI overrides validated before anything heavy loads.
 
 Why this shape: every field is a dataclass attribute with a docstring right under it (as in
-litgpt), so the schema *is* the documentation (`empo2.config_reference` generates the README's
-table from it), and a field's allowed values are declared on the field itself (`choice(...)`,
+litgpt), so the schema *is* the documentation (`empo2.config_reference` generates
+docs/CONFIG.md from it), and a field's allowed values are declared on the field itself (`choice(...)`,
 `positive(...)`). OmegaConf merges YAML and `key=value` overrides onto the structured schema, which
 rejects unknown keys and wrong types with the dotted key path; `check_fields` then applies the
 declared choices and ranges and `empo2.config_checks` the rules across fields, every error naming
@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from empo2.config_checks import check_values
-from empo2.config_commands import AdaptConfig, CompareConfig, EvalConfig, SFTConfig
+from empo2.config_commands import AdaptConfig, CompareConfig, EvalConfig, ExportConfig, SFTConfig
 from empo2.config_error import ConfigError
 from empo2.config_fields import (check_fields, choice, cosine, count_or_none, discount, non_negative, positive,
                                  probability)
@@ -373,6 +373,8 @@ class Config:
     """Baselines in one harness (`python -m empo2.compare`)."""
     sft: SFTConfig = field(default_factory=SFTConfig)
     """Supervised warm start on demonstrations (`python -m empo2.sft`)."""
+    export: ExportConfig = field(default_factory=ExportConfig)
+    """Exporting a trained policy as a Hugging Face folder (`python -m empo2.export`)."""
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
     """Options of the sharded strategies (`trainer.strategy` fsdp or fsdp2)."""
     trainer: dict[str, Any] = field(default_factory=lambda: {"accelerator": "cpu", "devices": 1, "max_epochs": 3})

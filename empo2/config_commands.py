@@ -1,5 +1,5 @@
 """Config sections that one command each reads: `evaluate` (`eval.*`, also fit's periodic
-evaluation), `adapt`, `compare` and `sft`.
+evaluation), `adapt`, `compare`, `sft` and `export`.
 
 Why apart from `empo2.config`: these describe how a command drives runs (which instances, seeds,
 methods, demonstrations), not how one training run behaves; `Config` holds one of each.
@@ -82,3 +82,12 @@ class SFTConfig:
     """AdamW learning rate (weight decay and betas as `optim.*`)."""
     batch_size: int = positive(8)
     """Rows (one prompt + the demonstrated answer) per optimizer step."""
+
+
+@dataclass
+class ExportConfig:
+    out: Optional[str] = None
+    """`python -m empo2.export`: the folder to write (`out=DIR` for short); it must not exist yet."""
+    merge: bool = True
+    """LoRA runs: fold the adapters into the base weights (one self-contained model folder); false
+    writes the adapters alone as a PEFT folder naming the base model they need (`merge=false`)."""

@@ -1,9 +1,8 @@
-"""The README's config reference, generated from the schema's field docstrings.
+"""docs/CONFIG.md, the config reference, generated from the schema's field docstrings.
 
 Why generated: every field of `empo2.config` carries its docstring right under it, so the schema is
-the documentation; `field_docs()` reads those docstrings back with `ast` and a test keeps the
-README's table equal to `reference_markdown()`. Regenerate with
-`python -m empo2.config_reference --update-readme`.
+the documentation; `field_docs()` reads those docstrings back with `ast`, and a test keeps
+docs/CONFIG.md equal to `reference_page()`. Regenerate with `python -m empo2.config_reference --write`.
 """
 
 from __future__ import annotations
@@ -41,8 +40,11 @@ def field_docs(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str
     return rows
 
 
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "CONFIG.md"
+
+
 def reference_markdown() -> str:
-    """The README's config reference table."""
+    """The reference table: every key, its default and its meaning."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
     for key, default, doc in field_docs():
         default = default.replace("|", "\\|").replace("\n", "\\n")
@@ -50,18 +52,22 @@ def reference_markdown() -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: str | Path = "README.md") -> None:
-    """Replace the README's config reference table (its last section) with the generated one."""
-    path = Path(path)
-    text = path.read_text()
-    start = text.index("| key | default | meaning |")
-    path.write_text(text[:start] + reference_markdown() + "\n")
+def reference_page() -> str:
+    """docs/CONFIG.md as it must read."""
+    return (
+        "# Config reference\n\n"
+        "Every key of the config, its default and what it does, generated from `empo2/config.py` (each field's\n"
+        "docstring; `python -m empo2.config_reference --write` regenerates this page, and a test fails when it is\n"
+        "stale). Set keys in a YAML file (`--config FILE`, repeatable: later files win) or as `key=value`\n"
+        "overrides after it; `--print-config` shows the result without running anything. `trainer.*` is\n"
+        "passed to `lightning.Trainer` as it is.\n\n" + reference_markdown() + "\n"
+    )
 
 
-if __name__ == "__main__":  # python -m empo2.config [--update-readme]
+if __name__ == "__main__":  # python -m empo2.config_reference [--write]
     import sys
 
-    if "--update-readme" in sys.argv:
-        update_readme()
+    if "--write" in sys.argv:
+        PAGE.write_text(reference_page())
     else:
-        print(reference_markdown())
+        print(reference_page(), end="")

@@ -161,6 +161,7 @@ def evaluate(cfg: Config) -> tuple[list[TaskScore], Path]:
 
 
 COMMAND = Command("empo2.evaluate", "Evaluate a policy on the test split.",
+                  example="--config conf/quickstart.yaml ckpt_path=last eval.episodes_per_instance=2",
                   config_help="the YAML file(s) the run was trained with",
                   overrides_help="key=value overrides, e.g. ckpt_path=last eval.episodes_per_instance=2",
                   errors=(ValueError,))

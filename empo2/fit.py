@@ -311,8 +311,8 @@ def write_pictures(run_dir: Path, title: str) -> None:
 
 COMMAND = Command(
     "empo2.fit", "Train an LLM agent with EMPO².",
-    config_help="YAML file (keys as in the README's config reference); repeat to layer presets, "
-                "e.g. --config conf/strategy/fsdp2.yaml",
+    example="--config conf/quickstart.yaml trainer.max_epochs=6 ckpt_path=last",
+    config_help="YAML file (every key: docs/CONFIG.md); repeat to layer presets, e.g. --config conf/strategy/fsdp2.yaml",
 )
 
 

@@ -48,6 +48,7 @@ from empo2.cli import Command, run_command
 from empo2.config import Config, ConfigError, to_yaml
 from empo2.demonstrations import Demonstrations, DemoSource, replay
 from empo2.episode import Episode
+from empo2.export import write_model_folder
 from empo2.models import build_policy, load_tokenizer
 from empo2.module import resolve_token_layout
 from empo2.token_batch import build_span_batch, response_logprobs
@@ -242,18 +243,6 @@ class WarmStartModule(L.LightningModule):
         return torch.optim.AdamW(params, lr=self.cfg.sft.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
 
 
-def export_policy(policy: torch.nn.Module, tokenizer, out: Path) -> None:
-    """Write the policy as a plain model folder (LoRA merged in); atomic, so a crash never leaves half."""
-    model = policy.merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.config.use_cache = True
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
-
-
 def sft(cfg: Config) -> Path:
     """Train on demonstrations; return the `policy/` folder."""
     from empo2.fit import build_loggers
@@ -286,7 +275,8 @@ def sft(cfg: Config) -> Path:
     )
     trainer.fit(module, train_dataloaders=loader)
     assert module.policy is not None
-    export_policy(module.policy, module.tokenizer, out)
+    shutil.rmtree(out, ignore_errors=True)  # a folder without config.json: an earlier, unfinished write
+    write_model_folder(module.policy, module.tokenizer, out)
     record = {
         "model": cfg.model.name_or_path, "init_from": cfg.model.init_from, "seed": cfg.seed,
         "demonstrations": len(demos.episodes), "train_rows": train_rows, "held_out_rows": held_out_rows,
@@ -301,7 +291,8 @@ def sft(cfg: Config) -> Path:
     return out
 
 
-COMMAND = Command("empo2.sft", "Warm-start a policy on demonstrations.", config_help="YAML file(s), as for fit",
+COMMAND = Command("empo2.sft", "Warm-start a policy on demonstrations.",
+                  example="--config conf/protocol/keyroom.yaml name=warm", config_help="YAML file(s), as for fit",
                   overrides_help="key=value overrides, e.g. sft.epochs=2 sft.tasks=[find-here]",
                   errors=(ValueError, NotImplementedError))
 

@@ -1,4 +1,4 @@
-"""Config schema: errors name the dotted key; the README's reference matches the schema."""
+"""Config schema: errors name the dotted key; docs/CONFIG.md matches the schema."""
 
 from pathlib import Path
 
@@ -87,9 +87,12 @@ def test_every_field_is_documented():
     assert missing == []
 
 
-def test_readme_reference_matches_schema():
-    readme = (ROOT / "README.md").read_text()
-    assert reference_markdown() in readme, "regenerate with: python -m empo2.config_reference --update-readme"
+def test_config_page_matches_schema():
+    from empo2.config_reference import PAGE, reference_page
+
+    assert PAGE == ROOT / "docs" / "CONFIG.md"
+    assert PAGE.read_text() == reference_page(), "stale: regenerate with python -m empo2.config_reference --write"
+    assert reference_markdown() in PAGE.read_text()
 
 
 LAYERS = {"adapt": "sciworld.yaml", "strategy": "quickstart.yaml"}

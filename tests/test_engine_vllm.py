@@ -194,3 +194,30 @@ def test_webshop_fit_with_the_vllm_engine(tmp_path):
     with (tmp_path / "w" / "logs" / "metrics.csv").open() as fh:
         row = next(csv.DictReader(fh))
     assert float(row["rollout/generated_tokens"]) > 0 and float(row["train/engine_logprob_gap"]) < 1e-2
+
+
+def test_an_exported_folder_serves_in_the_vllm_engine(embedded_model, tokenizer, tmp_path):
+    """`python -m empo2.export`'s merged folder (LoRA folded in) is what vLLM loads: its log-probs
+    are the exported model's in the trainer's forward, and not the base model's."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from empo2.export import write_model_folder
+
+    torch.manual_seed(0)
+    policy = get_peft_model(load_causal_lm(embedded_model), LoraConfig(
+        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], task_type="CAUSAL_LM"))
+    for name, p in policy.named_parameters():  # trained adapters: B = 0 would export the base model
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    folder = tmp_path / "exported"
+    write_model_folder(policy, tokenizer, folder)
+    exported = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    engine = VLLMEngine(exported, tokenizer, settings(str(folder), None), tmp_path / "engine")
+    try:
+        served, trainer = engine.probe_logprobs()  # no sync: the engine serves the folder as loaded
+        assert served == pytest.approx(trainer, abs=1e-3)
+        base = trainer_logprobs(load_causal_lm(embedded_model), tokenizer, [engine.probe_prompt], [engine.probe_response])
+        assert max(abs(a - b) for a, b in zip(trainer, base[0].tolist())) > 1e-2
+    finally:
+        engine.close()

