@@ -12,7 +12,7 @@ constructor's signature, so every Trainer option works without being mirrored he
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from empo2.config_checks import check_values
 from empo2.config_commands import AdaptConfig, CompareConfig, EvalConfig, ExportConfig, SFTConfig
 from empo2.config_error import ConfigError
+from empo2.config_hints import check_section_override, did_you_mean, yaml_error_text
 from empo2.config_fields import (check_fields, choice, cosine, count_or_none, discount, non_negative, positive,
                                  probability)
 from empo2.conversation import PromptLayout
@@ -74,7 +75,8 @@ class ModelConfig:
 @dataclass
 class EnvConfig:
     name: str = "keyroom"
-    """Registered environment name (see `empo2.envs.registry`)."""
+    """Registered environment name (see `empo2.envs.registry`); not read when `env.cls` is set (it
+    keeps its default in `--print-config` and config.yaml then)."""
     cls: Optional[str] = None
     """Your own environment class as `package.module:ClassName`; overrides `name`."""
     options: dict[str, Any] = field(default_factory=dict)
@@ -390,48 +392,6 @@ class Config:
         return self.optim.max_tokens_per_micro_batch or self.rollout.max_prompt_tokens + self.rollout.max_new_tokens
 
 
-def _section_at(dotted: str) -> Any:
-    """The dataclass instance of the config at a dotted path (`model.lora`), or None."""
-    node: Any = Config()
-    for part in [p for p in dotted.split(".") if p]:
-        node = getattr(node, part, None) if is_dataclass(node) else None
-    return node if is_dataclass(node) else None
-
-
-def did_you_mean(full_key: str) -> str:
-    """' (did you mean model.lora.r?)' when `full_key` is close to a key its section has; else ''."""
-    import difflib
-
-    section, _, leaf = full_key.rpartition(".")
-    node = _section_at(section)
-    if node is None:
-        return ""
-    names = [f.name for f in fields(node)]
-    close = difflib.get_close_matches(leaf, names, n=1, cutoff=0.5)
-    if not close and len(leaf) > 1:  # abbreviations: r for rank, lr for learning_rate
-        close = [n for n in names if leaf.startswith(n) or n.startswith(leaf)][:1]
-    return f" (did you mean {section + '.' if section else ''}{close[0]}?)" if close else ""
-
-
-def _check_section_override(item: str) -> None:
-    """`rollout=fast` would replace a whole section by a string: say which keys it has instead."""
-    key, _, value = item.partition("=")
-    node = _section_at(key.strip())
-    if node is not None and not value.strip().startswith("{"):
-        example = fields(node)[0].name
-        raise ConfigError(f"{key}: a section, not a value; set one of its keys, e.g. {key}.{example}=..."
-                          f" (python -m empo2.fit --print-config lists them)")
-
-
-def yaml_error_text(err: Exception) -> str:
-    """A YAML parser's complaint in one line: where (line, column, counted from 1) and what."""
-    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
-    if mark is not None and problem:
-        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    text = str(err)
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _load_yaml_layer(path: Path) -> DictConfig:
     """One YAML file as a config layer: a mapping whose sections (model, rollout, ...) are mappings."""
     try:
@@ -469,7 +429,7 @@ def load_config(
             for item in overrides:
                 if "=" not in item:
                     raise ConfigError(f"override {item!r}: expected key=value")
-                _check_section_override(item)
+                check_section_override(Config(), item)
             layers.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(*layers)
         OmegaConf.resolve(merged)
@@ -478,7 +438,7 @@ def load_config(
         key = getattr(err, "full_key", None)
         msg = (getattr(err, "msg", None) or str(err) or type(err).__name__).splitlines()[0]
         msg = msg.split(". Did you mean")[0]  # OmegaConf's own hint, when it has one, names no section
-        raise ConfigError(f"{key}: {msg}{did_you_mean(str(key))}" if key else msg) from None
+        raise ConfigError(f"{key}: {msg}{did_you_mean(Config(), str(key))}" if key else msg) from None
     assert isinstance(cfg, Config)
     validate(cfg)
     return cfg
