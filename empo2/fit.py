@@ -217,9 +217,9 @@ def build_trainer(
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from callbacks import IntrinsicReward, PeriodicEvaluation, TipMemory, TrajectoryWriter
+    from callbacks import IntrinsicReward, PeriodicEvaluation, SharedRunDir, TipMemory, TrajectoryWriter
 
-    callbacks: list[Any] = [checkpoint or
+    callbacks: list[Any] = [SharedRunDir(run_dir, cfg.out_dir), checkpoint or
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="iter_{epoch:05d}",
