@@ -26,6 +26,7 @@ from empo2.engines import SamplingParams
 from empo2.episode import Episode
 from empo2.iteration_hooks import RolloutContext
 from empo2.memory import MemoryStore, entry_content, memory_dir
+from empo2.trace_tips import trace_tip
 
 from callbacks.versioned_store import VersionedStoreCallback
 
@@ -133,9 +134,12 @@ class TipMemory(VersionedStoreCallback):
         self.stats["write_s"] += time.perf_counter() - t1
 
     def generate_tips(self, ctx: RolloutContext, episodes: list[Episode]) -> list[str]:
-        """One tip per episode with the current policy, in one batched call of the iteration's engine."""
+        """One tip per episode: with the current policy, in one batched call of the iteration's engine
+        (`memory.tip_source: model`), or from the episode's record without the model (`trace`)."""
         if not episodes:
             return []
+        if self.cfg.memory.tip_source == "trace":
+            return [trace_tip(ep) for ep in episodes]
         budget = self.cfg.rollout.max_prompt_tokens
         prompts = [tip_conversation(ep).render(ctx.tokenizer, budget, with_tips=False).ids for ep in episodes]
         m = self.cfg.memory

@@ -224,6 +224,11 @@ class MemoryConfig:
     """Most tips retrieved per step (highest episode score first, ties oldest first)."""
     capacity: int = positive(1000)
     """Entries per slot; the oldest are dropped first."""
+    tip_source: str = choice("model", "trace")
+    """Who writes a tip: `model`, the policy itself (the paper, EMPO2.md §3.3), or `trace`, fixed rules
+    over the episode's own record (the actions that scored, those that lost points, the final
+    score; `empo2.trace_tips`): our ablation for models too small to write useful tips, never the
+    paper's setting."""
     tip_max_tokens: int = positive(128)
     """Max tokens of a generated tip."""
     tip_temperature: float = non_negative(1.0)
