@@ -3,12 +3,14 @@ with `NODE_RANK`, `MASTER_ADDR` and `MASTER_PORT` set and `trainer.num_nodes`; L
 starts that node's processes. What must hold, checked against the single-node run of the same world
 size from the runs' own files:
 - the rollouts, metrics, memory and novelty are the single-node run's (a global rank plays the same
-  groups whichever node it is on), also across a stop and a resume;
+  groups whichever node it is on): under ddp on KeyRoom across a stop and a resume, under fsdp2 on
+  real ScienceWorld, where each node's JVMs are its own and all end with it;
 - global rank 0 alone writes the memory and the checkpoints (written once, the same files);
 - a node-local `out_dir` (here: a folder per node) is refused at start in one line on every node.
 """
 
-import os
+import json
+import time
 import socket
 import subprocess
 import sys
@@ -84,3 +86,46 @@ def test_a_node_local_out_dir_is_refused_on_every_node(warm_model, tmp_path):
         assert line.endswith("put out_dir on a filesystem every node mounts: rank 0 writes the checkpoints and the "
                              "memory, and every rank reads them"), line
     assert not (tmp_path / "node0" / "run" / "checkpoints").exists()  # stopped before the first iteration
+
+
+def java_children(pid: int) -> set[int]:
+    from test_sciworld_lifecycle import children_named
+
+    return children_named(pid, "java")
+
+
+@pytest.mark.slow
+def test_two_nodes_fsdp2_on_scienceworld_equal_one_node_and_close_their_jvms(tiny_model, tmp_path):
+    """FSDP2 on real ScienceWorld, memory modes on: 2 nodes × 1 process play and log what 1 node × 2
+    processes does; each node starts its own JVMs, and every one of them has ended when its node has."""
+    pytest.importorskip("scienceworld")
+    from test_sciworld_lifecycle import alive
+
+    sw = {"env.name": "sciworld", "env.options": "{tasks: [find-non-living-thing], train_variations: 2, examples: 0}",
+          "env.max_turns": 3, "rollout.tasks_per_iteration": 2, "rollout.group_size": 2, "trainer.max_epochs": 1,
+          "mode.p": 1.0, "mode.q": 0.5, "rollout.max_prompt_tokens": 2048, "trainer.strategy": "fsdp2"}
+    fit_processes(tiny_overrides(tiny_model, tmp_path, name="one-node", **{**sw, "trainer.devices": 2}))
+    over = tiny_overrides(tiny_model, tmp_path, name="two-nodes", **sw)
+    port = str(free_port())
+    procs = [subprocess.Popen([sys.executable, "-m", "empo2.fit", *over, "trainer.num_nodes=2", "trainer.devices=1"],
+                              cwd=ROOT, env=dict(child_env(), NODE_RANK=str(k), MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
+    jvms: list[set[int]] = [set(), set()]
+    while any(p.poll() is None for p in procs):
+        for k, p in enumerate(procs):
+            jvms[k] |= java_children(p.pid)
+        time.sleep(0.3)
+    errors = [p.stderr.read()[-2000:] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert jvms[0] and jvms[1] and not jvms[0] & jvms[1]  # each node played on JVMs of its own
+    deadline = time.time() + 10
+    while time.time() < deadline and any(alive(j) for j in jvms[0] | jvms[1]):
+        time.sleep(0.2)
+    assert not [j for j in jvms[0] | jvms[1] if alive(j)]
+    single, multi = tmp_path / "one-node", tmp_path / "two-nodes"
+    assert stable(read_metrics(multi)) == stable(read_metrics(single))
+    for rank in range(2):
+        name = f"iter_00000.rank{rank}.jsonl"
+        assert (multi / "trajectories" / name).read_text() == (single / "trajectories" / name).read_text()
+    assert_memory_written_once(multi, [json.loads(line) for r in range(2)
+                                       for line in (multi / "trajectories" / f"iter_00000.rank{r}.jsonl").open()])
