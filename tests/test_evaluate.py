@@ -67,4 +67,5 @@ def test_validation_callback_and_evaluate_command(tiny_model, tmp_path, capsys):
     assert main(tiny_overrides(tiny_model, tmp_path, name="ev", **over) + ["eval.max_instances=1"]) == 0
     assert (run / "eval" / "test-base.md").read_text().count("\n") == 4  # header, rule, 1 task, mean
     assert main(args + ["model.lora.r=4"]) == 2
-    assert "does not fit model.*" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "holds LoRA adapters of rank 16 but model.lora.r is 4; pass model.lora.r=16")

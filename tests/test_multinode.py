@@ -10,10 +10,10 @@ size from the runs' own files:
 """
 
 import json
-import time
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
