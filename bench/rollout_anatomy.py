@@ -32,6 +32,7 @@ from empo2.envs import EnvPool
 from empo2.episode import Episode
 from empo2.module import EMPO2Module
 from empo2.rollout import run_episodes
+from shared_sequences import matmul_flops  # bench/ is on the path when a bench script runs
 
 
 @dataclass
@@ -84,15 +85,6 @@ def flops_per_token(model: torch.nn.Module) -> tuple[float, float]:
     head = model.get_output_embeddings().weight
     body = sum(p.numel() for p in model.parameters()) - embed.numel() - (0 if head is embed else head.numel())
     return 2.0 * body, 2.0 * head.numel()
-
-
-def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n ** 3 * repeats / (time.perf_counter() - t0)
 
 
 @torch.no_grad()
