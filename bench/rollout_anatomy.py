@@ -3,7 +3,8 @@ the environment, tip writing, and the rest.
 
 One iteration's rollouts (the config's B instances × N episodes, its turns, budgets and precision)
 played by the HF engine on the config's policy, then the tip writing of those episodes, as the
-trainer runs them. A hook times every forward of the model: a forward that brings several new tokens
+trainer runs them. The environments are started first and not timed (a run starts its JVMs once,
+not every iteration); environment time is then resets and steps. A hook times every forward of the model: a forward that brings several new tokens
 per row is prompt encoding, one that brings one token per row is a decode step. Per phase: tokens
 encoded (real, and as computed with padding) and their seconds; decode steps, rows per step and
 their seconds; environment seconds; everything else (sampling, stop checks, Python, cache handling)
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from callbacks.tip_memory import tip_conversation
+from callbacks.tip_memory import tip_prompt
 from empo2.config import load_config
 from empo2.engines import SamplingParams, build_engine
 from empo2.envs import EnvPool
@@ -155,6 +156,10 @@ def main() -> None:
             n = r.tasks_per_iteration * r.group_size
             envs = pool.take(n)
             train = list(cfg.env.train_instances or envs[0].instances("train"))
+            t_start = time.perf_counter()
+            for env in envs:  # a run starts its environments (JVMs) once, not every iteration: not timed below
+                env.reset(train[0])
+            start_s = time.perf_counter() - t_start
             picks = np.random.default_rng(args.seed).choice(len(train), size=r.tasks_per_iteration, replace=False)
             episodes = [Episode(uid=f"0-0-{b * r.group_size + k}", instance=train[i], group=f"0-0-{b}")
                         for b, i in enumerate(picks) for k in range(r.group_size)]
@@ -164,21 +169,24 @@ def main() -> None:
             clock.current = rollout = Forwards()
             t0 = time.perf_counter()
             stats = run_episodes(envs, episodes, engine, module.tokenizer, params, r.max_prompt_tokens,
-                                 max_turns=cfg.env.max_turns, layout=layout)
+                                 max_turns=cfg.env.max_turns, layout=layout, env_threads=r.env_thread_count)
             rollout_wall = time.perf_counter() - t0
         played = [ep for ep in episodes if ep.steps]
-        prompts = [tip_conversation(ep).render(module.tokenizer, r.max_prompt_tokens, with_tips=False).ids for ep in played]
+        prompts = [tip_prompt(ep, module.tokenizer, r.max_prompt_tokens, cfg.memory.tip_prompt) for ep in played]
         m = cfg.memory
         clock.current = tips = Forwards()
         t1 = time.perf_counter()
         engine.generate(prompts, SamplingParams(max_new_tokens=m.tip_max_tokens, temperature=m.tip_temperature, stop=[]))
         tips_wall = time.perf_counter() - t1
         clock.current = None
+        transcripts = sum(p[:len(ep.steps[-1].prompt_ids)] != ep.steps[-1].prompt_ids for ep, p in zip(played, prompts))
         matmul = matmul_flops()
         plain = plain_encoding_flops(model, autocast)
+        print(f"environments started (once a run, not counted below) in {start_s:.1f} s")
         print(f"config {args.config}; {len(episodes)} episodes, {stats.turns} turns, {stats.generated_tokens} generated "
               f"tokens; precision {cfg.trainer.get('precision', '32-true')}; threads {torch.get_num_threads()}; "
-              f"plain matmul {matmul / 1e9:.1f} GFLOP/s, plain forward {plain / 1e9:.1f} GFLOP/s")
+              f"plain matmul {matmul / 1e9:.1f} GFLOP/s, plain forward {plain / 1e9:.1f} GFLOP/s; "
+              f"{transcripts} of {len(prompts)} tip prompts in the transcript form (memory.tip_prompt={m.tip_prompt})")
         print("| phase | wall s | tokens encoded (real / computed) | encoding | encoding FLOP/s | decode steps | "
               "decoding | decode step vs floor | environment | other |")
         print("|---|---:|---|---|---|---|---|---|---|---|")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from empo2 import distributed as D
 from empo2.config import Config
-from empo2.conversation import Conversation, Message
+from empo2.conversation import Conversation, Message, turn_glue
 from empo2.embedder import shared_embedder
 from empo2.engines import SamplingParams
 from empo2.episode import Episode
@@ -42,12 +42,32 @@ def clean_tip(text: str) -> str:
     return text if re.search(r"[A-Za-z]", text) else ""
 
 
-def tip_conversation(ep: Episode) -> Conversation:
-    """The episode as a chat (no tips), its final observation, and the request for a tip."""
-    msgs = [Message(m.role, m.content) for m in ep.conversation.messages]
+def tip_request(ep: Episode) -> str:
+    """The last user message of a tip prompt: the final observation, then the request."""
     final = ep.steps[-1].observation if ep.steps else ""
-    msgs.append(Message("user", f"{final}\n\n{TIP_REQUEST}".strip()))
+    return f"{final}\n\n{TIP_REQUEST}".strip()
+
+
+def tip_conversation(ep: Episode) -> Conversation:
+    """The episode as a chat of its parsed actions (no tips, no per-turn instruction), its final
+    observation, and the request for a tip (`memory.tip_prompt: transcript`)."""
+    msgs = [Message(m.role, m.content) for m in ep.conversation.messages]
+    msgs.append(Message("user", tip_request(ep)))
     return Conversation(msgs)
+
+
+def tip_prompt(ep: Episode, tokenizer, max_tokens: int, form: str = "episode") -> list[int]:
+    """Token ids of the prompt that asks the policy for `ep`'s tip (`memory.tip_prompt`). `episode`:
+    the last step's prompt and response as sampled, then the chat template's glue and the request, as
+    the next turn's prompt would have been; where the episode was shown tips, played a one-message
+    layout, or would exceed `max_tokens`, the transcript form."""
+    last = ep.steps[-1] if ep.steps else None
+    if (form == "episode" and last is not None and ep.conversation.history == "chat"
+            and not any(step.tips for step in ep.steps)):
+        ids = last.prompt_ids + last.response_ids + turn_glue(tokenizer, tip_request(ep), last.response_ids)
+        if len(ids) <= max_tokens:
+            return ids
+    return tip_conversation(ep).render(tokenizer, max_tokens, with_tips=False).ids
 
 
 class TipMemory(VersionedStoreCallback):
@@ -141,7 +161,7 @@ class TipMemory(VersionedStoreCallback):
         if self.cfg.memory.tip_source == "trace":
             return [trace_tip(ep) for ep in episodes]
         budget = self.cfg.rollout.max_prompt_tokens
-        prompts = [tip_conversation(ep).render(ctx.tokenizer, budget, with_tips=False).ids for ep in episodes]
+        prompts = [tip_prompt(ep, ctx.tokenizer, budget, self.cfg.memory.tip_prompt) for ep in episodes]
         m = self.cfg.memory
         gens = ctx.engine.generate(prompts, SamplingParams(max_new_tokens=m.tip_max_tokens, temperature=m.tip_temperature, stop=[]))
         return [clean_tip(g.text) for g in gens]

@@ -163,7 +163,7 @@ class RolloutDataModule(L.LightningDataModule):
             max_turns=self.cfg.env.max_turns, tips_for=self._tip_source(episodes, trainer.callbacks),
             progress=self.cfg.logging.progress_bar and rank == 0,
             desc=f"iteration {iteration} rollout ({'/'.join(sorted(set(modes)))})",
-            layout=self.prompt_layout(),
+            layout=self.prompt_layout(), env_threads=r.env_thread_count,
         )
         t1 = time.perf_counter()
         memory |= self.peak.metrics("rollout")

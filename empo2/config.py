@@ -104,6 +104,10 @@ class RolloutConfig:
     """Max response tokens per step."""
     max_prompt_tokens: int = positive(4500)
     """Prompt budget; longer prompts drop the oldest turns of the history (counted in the metrics)."""
+    env_threads: int = non_negative(0)
+    """Threads that reset and step a turn's environments at once (`empo2.rollout`; trajectories are
+    those of one thread): 0 means one per CPU core; 1 steps them one after another. It pays where
+    environments compute out of process (ScienceWorld's JVMs)."""
     stop: list[str] = field(default_factory=lambda: ["\n"])
     """Strings that end an action; the matching token is kept in the response."""
     history_tokens: str = choice("sampled", "parsed")
@@ -120,6 +124,12 @@ class RolloutConfig:
     drops at least half of the history turns, so later steps chain again for a while (each drop
     starts a new shared sequence); `fit` drops the fewest that fit (more history seen, but near the
     budget every step becomes its own sequence)."""
+
+    @property
+    def env_thread_count(self) -> int:
+        import os
+
+        return self.env_threads or os.cpu_count() or 1
 
     @property
     def prompt_layout(self) -> PromptLayout:
@@ -229,6 +239,13 @@ class MemoryConfig:
     over the episode's own record (the actions that scored, those that lost points, the final
     score; `empo2.trace_tips`): our ablation for models too small to write useful tips, never the
     paper's setting."""
+    tip_prompt: str = choice("episode", "transcript")
+    """What the policy reads before writing a tip (`tip_source: model`): `episode`, the episode's last
+    prompt exactly as the policy saw it, its last response, then the final observation and the
+    request (the engine continues from the episode's cached keys and values, so only that tail is
+    encoded; an episode shown tips falls back to `transcript`, which leaves them out); `transcript`,
+    the episode re-written from its parsed actions without the per-turn instruction (every episode
+    encoded again; the only form before December 2026)."""
     tip_max_tokens: int = positive(128)
     """Max tokens of a generated tip."""
     tip_temperature: float = non_negative(1.0)

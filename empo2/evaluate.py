@@ -118,6 +118,7 @@ def evaluate_policy(
     run_episodes(
         envs, episodes, engine, tokenizer, params, r.max_prompt_tokens, max_turns=cfg.env.max_turns,
         progress=progress, desc=f"evaluation ({len(everything)} episodes)", layout=r.prompt_layout,
+        env_threads=r.env_thread_count,
     )
     task_of = envs[0].task_of
     records = [

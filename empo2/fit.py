@@ -31,6 +31,7 @@ from typing import Any
 from empo2.checkpoint import checkpoint_epoch, resolve_ckpt, saved_store_versions
 from empo2.cli import Command, run_command
 from empo2.config import Config, ConfigError, to_dict, to_yaml
+from empo2.cpu_load import check_cores
 from empo2.cpu_precision import cpu_bf16_caveat
 from empo2.models import resolve
 
@@ -271,6 +272,7 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
     if ckpt is not None:
         check_stores_present(cfg, ckpt)
         announce_resume_changes(cfg)  # refused changes fail here too, before config.yaml is replaced
+    warn_if_cores_busy(cfg)  # before this run starts anything that computes (environments, JVMs)
     datamodule = RolloutDataModule(cfg)
     try:  # from here the datamodule's environments (and JVMs) are closed however the run ends
         try:  # one environment now: one that rejects its options fails before the run directory is made
@@ -296,6 +298,19 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
     if trainer.global_rank == 0:
         write_pictures(run_dir, cfg.name)
     return trainer
+
+
+def warn_if_cores_busy(cfg: Config) -> None:
+    """On a CPU run, one line on stderr when other processes already keep the cores busy (`empo2.cpu_load`)."""
+    import os
+
+    import torch
+
+    if launcher_rank() != 0 or str(cfg.trainer.get("accelerator", "auto")) != "cpu":
+        return
+    warning = check_cores(torch.get_num_threads(), os.cpu_count() or 1)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def write_pictures(run_dir: Path, title: str) -> None:

@@ -142,8 +142,11 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32"):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from empo2 import attention
+
     return AutoModelForCausalLM.from_pretrained(
-        resolve(name_or_path), dtype=getattr(torch, _DTYPES[dtype]), local_files_only=True
+        resolve(name_or_path), dtype=getattr(torch, _DTYPES[dtype]), local_files_only=True,
+        attn_implementation=attention.register(),
     )
 
 

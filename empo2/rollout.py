@@ -8,13 +8,20 @@ episodes bounds the number of simulator processes, e.g. JVMs, without idling the
 
 An environment that raises during `reset` or `step` ends only its own episode, marked truncated
 with the error kept, and the rollout goes on (the environment may replace its own process).
+
+Environments in parallel (`rollout.env_threads`): between two generation calls the model is idle
+and each environment (a ScienceWorld JVM, a process of its own) waits its turn. A turn's calls go
+out on threads at once, and their results are taken in the serial order, so nothing but the wall
+time changes. Pure-Python environments gain nothing (the interpreter lock), and lose nothing.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from tqdm.auto import tqdm
 
@@ -32,6 +39,7 @@ class RolloutStats:
     generated_tokens: int = 0
     generation_s: float = 0.0
     env_s: float = 0.0
+    """Seconds in the environments: resets (with the first message) and steps."""
     prompt_s: float = 0.0
     tips_s: float = 0.0
     turns: int = 0
@@ -63,14 +71,44 @@ def run_episodes(
     desc: str = "rollout",
     layout: PromptLayout = PromptLayout(),
     max_action_chars: int = MAX_ACTION_CHARS,
+    env_threads: int = 1,
 ) -> RolloutStats:
     """Play every episode to its end or turn cap; fills the episodes in place. `layout` decides how
     prompts are built (with the defaults, each step's prompt is a prefix of the next one's).
 
     With fewer environments than episodes, each environment takes the next waiting episode as
-    soon as its current one ends, so the generation batch stays as full as the pool allows."""
+    soon as its current one ends, so the generation batch stays as full as the pool allows.
+    `env_threads` > 1: a turn's resets and steps run on that many threads at once (each episode's
+    calls still go to its own environment in order, so trajectories are those of the serial path)."""
     if not envs:
         raise ValueError("run_episodes needs at least one environment")
+    with ThreadPoolExecutor(env_threads) if env_threads > 1 else nullcontext() as pool:
+        return _play(envs, episodes, engine, tokenizer, params, max_prompt_tokens, max_turns, tips_for,
+                     progress, desc, layout, max_action_chars, EnvCalls(pool))
+
+
+class EnvCalls:
+    """Calls into several environments at once (each on its own thread) or one after another;
+    results, or the exception a call raised, come back in the order the calls were given."""
+
+    def __init__(self, pool: ThreadPoolExecutor | None) -> None:
+        self.pool = pool
+
+    @staticmethod
+    def _guarded(call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except Exception as err:  # noqa: BLE001 - one broken env must not end the run
+            return err
+
+    def run(self, calls: list[Callable[[], Any]]) -> list[Any]:
+        if self.pool is None or len(calls) < 2:
+            return [self._guarded(c) for c in calls]
+        return list(self.pool.map(self._guarded, calls))
+
+
+def _play(envs, episodes, engine, tokenizer, params, max_prompt_tokens, max_turns, tips_for, progress, desc,
+          layout, max_action_chars, env_calls: EnvCalls) -> RolloutStats:
     stats = RolloutStats()
     waiting = list(range(len(episodes)))[::-1]  # popped from the end: episodes start in order
     slot_of: dict[int, int] = {}  # episode index -> environment index
@@ -81,23 +119,26 @@ def run_episodes(
 
     def start_waiting() -> None:
         while free and waiting:
-            i, slot = waiting.pop(), free.pop()
-            ep, env = episodes[i], envs[slot]
-            caps[i] = max_turns or env.max_turns(ep.instance)
-            try:
-                obs, info = env.reset(ep.instance)
-            except Exception as err:  # noqa: BLE001 - one broken env must not end the run
-                ep.truncated, ep.error = True, f"reset: {type(err).__name__}: {err}"
-                stats.env_errors += 1
-                bar.update(1)
-                free.append(slot)
-                continue
-            ep.conversation = layout.start(env.turn_instruction(), env.prompt_history)
-            ep.conversation.add_user(env.first_message(obs, info))
-            ep.task = str(info.get("task") or ep.instance)
-            ep.observations = [obs]
-            slot_of[i] = slot
-            active.append(i)
+            starts = [(waiting.pop(), free.pop()) for _ in range(min(len(free), len(waiting)))]
+            te = time.perf_counter()
+            outcomes = env_calls.run([lambda i=i, slot=slot: envs[slot].reset(episodes[i].instance) for i, slot in starts])
+            stats.env_s += time.perf_counter() - te
+            for (i, slot), outcome in zip(starts, outcomes):
+                ep, env = episodes[i], envs[slot]
+                caps[i] = max_turns or env.max_turns(ep.instance)
+                if isinstance(outcome, Exception):
+                    ep.truncated, ep.error = True, f"reset: {type(outcome).__name__}: {outcome}"
+                    stats.env_errors += 1
+                    bar.update(1)
+                    free.append(slot)
+                    continue
+                obs, info = outcome
+                ep.conversation = layout.start(env.turn_instruction(), env.prompt_history)
+                ep.conversation.add_user(env.first_message(obs, info))
+                ep.task = str(info.get("task") or ep.instance)
+                ep.observations = [obs]
+                slot_of[i] = slot
+                active.append(i)
 
     def finish(i: int) -> None:
         free.append(slot_of.pop(i))
@@ -118,25 +159,24 @@ def run_episodes(
         stats.tips_s += t1 - t0
         stats.prompt_s += t2 - t1
         stats.generation_s += t3 - t2
+        parsed = [envs[slot_of[i]].parse_action(gen.text) for i, gen in zip(active, gens)]
+        actions = [action[:max_action_chars] for action, _ in parsed]  # what reaches the environment and every later prompt
+        te = time.perf_counter()
+        outcomes = env_calls.run([lambda env=envs[slot_of[i]], a=a: env.step(a) for i, a in zip(active, actions)])
+        stats.env_s += time.perf_counter() - te
         still: list[int] = []
-        for i, ep, rend, gen, ep_tips in zip(active, batch, rendered, gens, tips):
+        for i, ep, rend, gen, ep_tips, action, (_, well_formed), result in zip(
+                active, batch, rendered, gens, tips, actions, parsed, outcomes):
             env = envs[slot_of[i]]
-            action, well_formed = env.parse_action(gen.text)
-            action = action[:max_action_chars]  # what reaches the environment and every later prompt
             stats.generated_tokens += len(gen.token_ids)
             stats.turns += 1
             stats.dropped_turns += rend.dropped_turns
             stats.prompts_too_long += int(rend.too_long)
-            te = time.perf_counter()
-            try:
-                result = env.step(action)
-            except Exception as err:  # noqa: BLE001
-                ep.truncated, ep.error = True, f"step: {type(err).__name__}: {err}"
+            if isinstance(result, Exception):
+                ep.truncated, ep.error = True, f"step: {type(result).__name__}: {result}"
                 stats.env_errors += 1
-                stats.env_s += time.perf_counter() - te
                 finish(i)
                 continue
-            stats.env_s += time.perf_counter() - te
             stats.raw_valid_actions += int(bool(result.info.get("raw_valid", False)))
             stats.malformed += int(not well_formed)
             reward = float(result.reward) - (0.0 if well_formed else env.format_penalty)

@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from empo2.engines import HFEngine, SamplingParams
-from empo2.engines.prefix_cache import shared_prefix_lengths, weights_version
+from empo2.engines.prefix_cache import common_prefix_length, shared_prefix_lengths, weights_version
 from empo2.token_batch import pack, response_logprobs
 
 pytestmark = pytest.mark.isa  # run again under an AVX2 cap (make test-isa)
@@ -53,7 +53,12 @@ def test_turns_continued_from_the_cache_score_as_a_full_forward(tiny_model, toke
     torch.manual_seed(0)
     gens = engine.generate(first, params)
     _assert_contract(engine, first, gens, 1.0)
-    assert engine.metrics()["engine/prompt_tokens_reused"] == 0.0  # nothing cached before the first call
+    # nothing was cached before the first call, but its two identical prompts were encoded once and
+    # the third continued from the opening all three share
+    opening = common_prefix_length(first)
+    assert opening >= 8
+    reused = 2 * (len(first[0]) - 1) + opening
+    assert engine.metrics()["engine/prompt_tokens_reused"] == pytest.approx(reused / sum(len(p) for p in first))
     obs = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("ok.", "You see a door to the north.", "no")]
     second = [
         first[0] + gens[0].token_ids + obs[0],  # the next turn: the whole cached row, then new tokens
@@ -96,3 +101,90 @@ def test_off_encodes_every_prompt_whole(tiny_model, tokenizer):
     gen = engine.generate([prompt], params)[0]
     engine.generate([prompt + gen.token_ids + prompt], params)
     assert engine.metrics()["engine/prompt_tokens_reused"] == 0.0
+
+
+def test_an_ended_episode_is_continued_later_as_from_a_fresh_encoding(tiny_model, tokenizer):
+    """Episode 0 ends after the first call and is absent from the second; the third call (its tip
+    request) continues from its kept row: every token of its last prompt and response but the last
+    comes from the cache, and greedy tokens and log-probs equal those of a fresh, uncached engine."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    engine = HFEngine(model, tokenizer, max_batch_size=8)
+    first = [_chat(tokenizer, "You are in the hallway."), _chat(tokenizer, "A kitchen with a fridge and a table.")]
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, stop=[])
+    torch.manual_seed(0)
+    gens = engine.generate(first, params)
+    obs = tokenizer(" You see a door.", add_special_tokens=False)["input_ids"]
+    second = [first[1] + gens[1].token_ids + obs]
+    gens2 = engine.generate(second, params)
+    assert engine._cache.lengths.numel() == 2  # episode 0's row kept beside the new one
+    request = tokenizer(" Write a tip.", add_special_tokens=False)["input_ids"]
+    tips = [first[0] + gens[0].token_ids + request, second[0] + gens2[0].token_ids + request]
+    engine.metrics()
+    greedy = SamplingParams(max_new_tokens=8, temperature=0.0, stop=[])
+    cached = engine.generate(tips, greedy)
+    reused = engine.metrics()["engine/prompt_tokens_reused"] * sum(len(t) for t in tips)
+    assert reused == pytest.approx(len(first[0]) + len(gens[0].token_ids) - 1 + len(second[0]) + len(gens2[0].token_ids) - 1)
+    fresh = HFEngine(model, tokenizer, prefix_cache=False).generate(tips, greedy)
+    for a, b in zip(cached, fresh):
+        assert a.token_ids == b.token_ids
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+    _assert_contract(engine, tips, cached, 1.0)
+
+
+def test_kept_rows_stay_within_the_batch_limit(tiny_model, tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    engine = HFEngine(model, tokenizer, max_batch_size=3)
+    params = SamplingParams(max_new_tokens=3, temperature=1.0, stop=[])
+    torch.manual_seed(0)
+    for k in range(4):  # each call a new episode that shares only the template's opening
+        engine.generate([_chat(tokenizer, f"Room number {k} of the house.")], params)
+    assert engine._cache.lengths.numel() == 3
+    assert engine._cache.width == int(engine._cache.lengths.max())  # no column is padding of every row
+
+
+def test_common_prefix_length_by_hand():
+    assert common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 3
+    assert common_prefix_length([[5], [1, 2]]) == 0
+
+
+def test_shared_prompts_encoded_once_generate_as_encoded_apart(tiny_model, tokenizer):
+    """A group's identical first prompts and the opening of all: encoded once, forked; greedy tokens
+    and log-probs equal an uncached engine's, and every prompt but the opening's last token comes
+    from the shared rows."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    a, b, c = (_chat(tokenizer, t) for t in ("You are in the hallway.", "A kitchen with a fridge.", "Go north."))
+    prompts = [a, a, a, b, c, b]
+    greedy = SamplingParams(max_new_tokens=8, temperature=0.0, stop=[])
+    engine = HFEngine(model, tokenizer, max_batch_size=8)
+    shared = engine.generate(prompts, greedy)
+    reused = 3 * (len(a) - 1) + 2 * (len(b) - 1) + common_prefix_length([a, b, c])
+    assert engine.metrics()["engine/prompt_tokens_reused"] == pytest.approx(reused / sum(len(p) for p in prompts))
+    apart = HFEngine(model, tokenizer, prefix_cache=False).generate(prompts, greedy)
+    for x, y in zip(shared, apart):
+        assert x.token_ids == y.token_ids
+        assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+    torch.manual_seed(0)
+    sampled = engine.generate(prompts, SamplingParams(max_new_tokens=6, temperature=1.0, stop=[]))
+    _assert_contract(engine, prompts, sampled, 1.0)
+
+
+def test_a_long_new_prompt_among_continued_ones_generates_as_encoded_apart(tiny_model, tokenizer):
+    """A prompt the cache barely holds, beside prompts it holds almost whole, is encoded in a
+    forward of its own first; greedy tokens equal an uncached engine's."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    engine = HFEngine(model, tokenizer, max_batch_size=8)
+    first = [_chat(tokenizer, "You are in the hallway."), _chat(tokenizer, "You are in the garden.")]
+    gens = engine.generate(first, SamplingParams(max_new_tokens=4, temperature=0.0, stop=[]))
+    obs = tokenizer(" ok.", add_special_tokens=False)["input_ids"]
+    long = _chat(tokenizer, " ".join(f"Room {k} has a box, a lamp and a door." for k in range(12)))
+    prompts = [first[0] + gens[0].token_ids + obs, long, first[1] + gens[1].token_ids + obs]
+    engine.metrics()
+    greedy = SamplingParams(max_new_tokens=6, temperature=0.0, stop=[])
+    cached = engine.generate(prompts, greedy)
+    assert engine._cache.lengths.numel() == 3
+    fresh = HFEngine(model, tokenizer, prefix_cache=False).generate(prompts, greedy)
+    for x, y in zip(cached, fresh):
+        assert x.token_ids == y.token_ids
+        assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
+    assert len(long) - common_prefix_length([long, first[0]]) > 64  # the case the early forward is for

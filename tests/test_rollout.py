@@ -85,3 +85,22 @@ def test_actions_are_capped_before_the_environment_and_the_history(engine, token
     assert any(len(s.response_text) > 5 for s in episodes[0].steps)  # the answers were longer than the cap
     history = [m.content for m in episodes[0].conversation.messages if m.role == "assistant"]
     assert history == sent[:len(history)] and [s.action for s in episodes[0].steps] == sent
+
+
+@pytest.mark.parametrize("n_envs", [2, 6])
+def test_environments_on_threads_play_the_serial_trajectories(engine, tokenizer, n_envs):
+    """Resets and steps on 4 threads (a refused reset among them): every episode, its prompts,
+    responses, actions, rewards and errors, as on one thread under the same seed."""
+    instances = ["find/7", "find/1", "find/2", "find/3", "find/4", "find/5"]
+    played = []
+    for threads in (1, 4):
+        envs = [RecordingEnv(**KEYROOM_OPTIONS) for _ in range(n_envs)]
+        episodes = [Episode(uid=str(i), instance=inst, group=inst) for i, inst in enumerate(instances)]
+        torch.manual_seed(0)
+        stats = run_episodes(envs, episodes, engine, tokenizer, SamplingParams(8, 1.0, ["\n"]), 1024, max_turns=3,
+                             env_threads=threads)
+        played.append(([(ep.error, ep.truncated, ep.success, [(s.prompt_ids, s.response_ids, s.action, s.reward)
+                                                              for s in ep.steps]) for ep in episodes],
+                       stats.turns, stats.env_errors))
+    assert played[0][2] == 1 and played[0][1] >= 5  # the refused reset; every other episode took turns
+    assert played[1] == played[0]

@@ -280,3 +280,31 @@ def test_a_numeric_answer_to_the_simulators_question_goes_through(examples_cache
         assert strays == 1
     finally:
         env.close()
+
+
+@pytest.mark.slow
+def test_jvms_stepped_on_threads_play_the_serial_trajectories(env, tiny_model, tokenizer, tmp_path):
+    """Three JVMs reset and stepped at once: the same episodes as one after another, under one seed
+    (the turn's calls go out together; their results are taken in order)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from empo2.engines import HFEngine, SamplingParams
+    from empo2.episode import Episode
+    from empo2.rollout import run_episodes
+
+    engine = HFEngine(AutoModelForCausalLM.from_pretrained(tiny_model), tokenizer)
+    envs = [env] + [ScienceWorldEnv(tasks=["find-non-living-thing"], examples=0, examples_cache=str(tmp_path)) for _ in range(2)]
+    try:
+        played = []
+        for threads in (1, 3):
+            episodes = [Episode(uid=str(i), instance=f"find-non-living-thing/{i % 2}", group="g") for i in range(4)]
+            torch.manual_seed(0)
+            run_episodes(envs, episodes, engine, tokenizer, SamplingParams(6, 1.0, ["\n"]), 2048, max_turns=2,
+                         env_threads=threads)
+            played.append([(ep.error, [(s.response_ids, s.observation, s.reward) for s in ep.steps]) for ep in episodes])
+        assert all(steps for _, steps in played[0])
+        assert played[1] == played[0]
+    finally:
+        for e in envs[1:]:
+            e.close()

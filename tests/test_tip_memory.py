@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from callbacks.tip_memory import TIP_REQUEST, clean_tip, tip_conversation
+from callbacks.tip_memory import TIP_REQUEST, clean_tip, tip_conversation, tip_prompt
 from empo2.config import load_config
 from empo2.conversation import Conversation
 from empo2.episode import Episode, Step
@@ -31,6 +31,60 @@ def test_tip_conversation_is_the_episode_without_tips_plus_the_request():
     assert [m["role"] for m in chat] == ["user", "assistant", "user"]
     assert "old tip" not in str(chat) and "One action." not in str(chat)
     assert chat[-1]["content"] == f"You are in the kitchen.\n\n{TIP_REQUEST}"
+
+
+def _played(warm_model, tokenizer, instances, max_turns=3):
+    """A tiny warm-started policy's KeyRoom episodes (prompts chain: `history_tokens: sampled`),
+    and the engine that played them, its cache still holding them."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from conftest import KEYROOM_OPTIONS
+    from empo2.conversation import PromptLayout
+    from empo2.engines import HFEngine, SamplingParams
+    from empo2.envs import KeyRoomEnv
+    from empo2.rollout import run_episodes
+
+    engine = HFEngine(AutoModelForCausalLM.from_pretrained(warm_model), tokenizer)
+    envs = [KeyRoomEnv(**KEYROOM_OPTIONS) for _ in instances]
+    episodes = [Episode(uid=str(i), instance=inst, group=inst) for i, inst in enumerate(instances)]
+    torch.manual_seed(0)
+    run_episodes(envs, episodes, engine, tokenizer, SamplingParams(8, 1.0, ["\n"]), 1024, max_turns=max_turns,
+                 layout=PromptLayout())
+    return engine, episodes
+
+
+def test_episode_tip_prompt_continues_the_last_prompt_and_response(warm_model, tokenizer):
+    _, episodes = _played(warm_model, tokenizer, ["find/0", "find/1"])
+    for ep in episodes:
+        last = ep.steps[-1]
+        ids = tip_prompt(ep, tokenizer, 1024)
+        assert ids[:len(last.prompt_ids) + len(last.response_ids)] == last.prompt_ids + last.response_ids
+        tail = tokenizer.decode(ids[len(last.prompt_ids) + len(last.response_ids):])
+        assert f"{last.observation}\n\n{TIP_REQUEST}" in tail and tail.endswith("assistant\n")
+        assert ep.conversation.instruction not in tail  # the per-turn action instruction is not asked for
+        # over the budget, or with tips shown: the transcript form
+        transcript = tip_conversation(ep).render(tokenizer, 1024, with_tips=False).ids
+        assert tip_prompt(ep, tokenizer, len(ids) - 1) == tip_conversation(ep).render(tokenizer, len(ids) - 1, with_tips=False).ids
+        assert tip_prompt(ep, tokenizer, 1024, form="transcript") == transcript
+        ep.steps[0].tips = ["a tip"]
+        assert tip_prompt(ep, tokenizer, 1024) == transcript
+
+
+def test_tips_from_the_cached_episodes_equal_tips_from_a_fresh_encoding(warm_model, tokenizer):
+    """After the rollout the engine still holds every episode (ended early or not): the tip call
+    encodes only each tail, and greedy tips are the tokens an uncached engine writes."""
+    from empo2.engines import HFEngine, SamplingParams
+
+    engine, episodes = _played(warm_model, tokenizer, ["find/0", "find/1", "find/2", "find/3"])
+    prompts = [tip_prompt(ep, tokenizer, 1024) for ep in episodes]
+    engine.metrics()
+    greedy = SamplingParams(max_new_tokens=10, temperature=0.0, stop=[])
+    cached = engine.generate(prompts, greedy)
+    held = sum(len(ep.steps[-1].prompt_ids) + len(ep.steps[-1].response_ids) - 1 for ep in episodes)
+    assert engine.metrics()["engine/prompt_tokens_reused"] >= held / sum(len(p) for p in prompts)
+    fresh = HFEngine(engine.model, tokenizer, prefix_cache=False).generate(prompts, greedy)
+    assert [g.token_ids for g in cached] == [g.token_ids for g in fresh]
 
 
 def _memory_rows(run_dir):

@@ -18,6 +18,10 @@ bf16 instructions, generation takes 0.5-0.75x the time of float32 (BENCHMARKS.md
 
 Turns: consecutive calls of an episode share their prompt's prefix, so the engine keeps the last
 call's key/value cache and encodes only what is new (`empo2.engines.prefix_cache`; `engine.prefix_cache`).
+Rows of episodes that ended stay cached until the phase ends, so writing an episode's tip encodes
+only its final observation and the request, not the episode again. What several prompts of a call
+share (a group's identical first prompts, the instruction every instance's prompt opens with) is
+encoded once and its cache rows forked.
 
 Sharded policies (fsdp, fsdp2) cannot generate: each forward is a collective and the ranks' episodes
 differ in length. There the engine keeps an unsharded replica and `sync_weights` copies the gathered
@@ -32,7 +36,17 @@ import torch
 
 from empo2 import sharding
 from empo2.engines.base import ENGINES, Generation, RolloutEngine, SamplingParams, trim_response
-from empo2.engines.prefix_cache import PrefixCache, compact, plan_continuation, reusable, weights_version
+from empo2.engines.prefix_cache import (
+    MIN_SHARED_TOKENS,
+    PrefixCache,
+    carry_over,
+    common_prefix_length,
+    compact,
+    plan_continuation,
+    reusable,
+    shared_prefix_lengths,
+    weights_version,
+)
 
 
 _AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
@@ -119,19 +133,23 @@ class HFEngine(RolloutEngine):
         reuse = self.prefix_cache and len(prompts) <= self.max_batch_size
         if not reuse:
             self._cache = None
+        else:
+            self._encode_shared(prompts)
         out: list[Generation] = []
         for start in range(0, len(prompts), self.max_batch_size):
             out.extend(self._generate_batch(prompts[start:start + self.max_batch_size], params, reuse))
         return out
 
-    def _inputs(self, prompts: list[list[int]], reuse: bool):
-        """input_ids, attention mask and the cache to continue from (None: encode every token)."""
-        self._prompt_tokens += sum(len(p) for p in prompts)
+    def _inputs(self, prompts: list[list[int]], reuse: bool, count: bool = True):
+        """input_ids, attention mask, the cache to continue from (None: encode every token) and the
+        cache rows it continues whole (which the call's own rows replace). `count`: into the
+        reused-token metric (a call's prompts are; the shared encoding before it is not)."""
+        self._prompt_tokens += sum(len(p) for p in prompts) if count else 0
         if reuse and self._cache is not None and self._cache.version == weights_version(self.model):
             cont = plan_continuation(self._cache, prompts, self.pad_id)
             if cont is not None:
-                self._reused_tokens += cont.reused
-                return cont.input_ids, cont.attention_mask, cont.kv
+                self._reused_tokens += cont.reused if count else 0
+                return cont.input_ids, cont.attention_mask, cont.kv, cont.extended
         self._cache = None  # stale (the weights moved) or of no use
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -139,7 +157,7 @@ class HFEngine(RolloutEngine):
         for i, p in enumerate(prompts):
             input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
             attention[i, width - len(p):] = 1
-        return input_ids, attention, None
+        return input_ids, attention, None, []
 
     def _keep_cache(self, result, attention: torch.Tensor, responses: list[list[int]]) -> PrefixCache | None:
         """The finished call's cache, cut to each row's prompt and kept response tokens."""
@@ -156,37 +174,97 @@ class HFEngine(RolloutEngine):
             keep[i, width:width + min(len(ids), cached - width)] = True
         return compact(kv, result.sequences[:, :cached].cpu(), keep, weights_version(self.model))
 
-    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, reuse: bool = False) -> list[Generation]:
+    @contextlib.contextmanager
+    def _generating(self):
+        """Eval mode and the trainer's autocast around a call's forwards; yields the model's device."""
         device = next(self.model.parameters()).device
-        input_ids, attention, past = self._inputs(prompts, reuse)
-        width = input_ids.shape[1]
-        greedy = params.temperature <= 0
-        stop_ids = self.stop_token_ids(list(params.stop)) if params.stop else set()
         was_training = self.model.training
         self.model.eval()
         autocast = (torch.autocast(device.type, dtype=self.compute) if self.compute is not None
                     else contextlib.nullcontext())
         try:
             with autocast:
-                result = self.model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention.to(device),
-                    max_new_tokens=params.max_new_tokens,
-                    do_sample=not greedy,
-                    temperature=None if greedy else params.temperature,
-                    top_k=None,
-                    top_p=None,
-                    stop_strings=list(params.stop) if stop_ids is None else None,
-                    tokenizer=self.tokenizer,
-                    pad_token_id=self.pad_id,
-                    eos_token_id=sorted(self.eos_ids | (stop_ids or set())),
-                    output_logits=True,
-                    return_dict_in_generate=True,
-                    past_key_values=past,
-                    use_cache=True,
-                )
+                yield device
         finally:
             self.model.train(was_training)
+
+    def _cached_reach(self, prompts: list[list[int]]) -> list[int]:
+        """Per prompt, how many of its leading tokens the cache holds (0 without a valid cache)."""
+        if self._cache is not None and self._cache.version != weights_version(self.model):
+            self._cache = None
+        if self._cache is None:
+            return [0] * len(prompts)
+        kept = self._cache.kept_tokens()
+        return [int(shared_prefix_lengths(torch.tensor(p, dtype=torch.long), kept, self._cache.lengths).max())
+                for p in prompts]
+
+    def _encode_shared(self, prompts: list[list[int]]) -> None:
+        """Encode once, into the cache, what several prompts of a call share beyond what the cache
+        holds: the opening common to the distinct prompts, then each prompt that occurs more than
+        once (all but its last token). The call then continues every prompt from those rows."""
+        counts: dict[tuple[int, ...], int] = {}
+        for p in prompts:
+            counts[tuple(p)] = counts.get(tuple(p), 0) + 1
+        distinct = [list(p) for p in counts]
+        reach = self._cached_reach(distinct)
+        if len(distinct) > 1:
+            opening = common_prefix_length(distinct)
+            if opening - max(reach) >= MIN_SHARED_TOKENS:
+                self._extend_cache([distinct[0][:opening]])
+        repeated = [p for p, n in counts.items() if n > 1]
+        if repeated:
+            reach = self._cached_reach([list(p) for p in repeated])
+            todo = [list(p[:-1]) for p, r in zip(repeated, reach) if len(p) - 1 - r >= MIN_SHARED_TOKENS]
+            if todo:
+                self._extend_cache(todo)
+        # A call encodes its prompts' new tails in one forward, padded to the longest: tails far
+        # longer than the rest (an episode the cache does not hold, among ones it does) go first.
+        tails = [len(p) - r for p, r in zip(distinct, self._cached_reach(distinct))]
+        cut = max(2 * sorted(tails)[len(tails) // 2], 4 * MIN_SHARED_TOKENS)
+        long = [p[:-1] for p, t in zip(distinct, tails) if t > cut]
+        if long and len(long) < len(distinct):
+            self._extend_cache(long)
+
+    def _extend_cache(self, seqs: list[list[int]]) -> None:
+        """Encode `seqs` into cache rows (continuing from the cache where it holds their openings);
+        nothing is sampled."""
+        sentinel = [s + [self.pad_id] for s in seqs]  # `_inputs` always leaves a prompt's last token to the call
+        input_ids, attention, past, extended = self._inputs(sentinel, reuse=True, count=False)
+        input_ids, attention = input_ids[:, :-1], attention[:, :-1]
+        cached = past.get_seq_length() if past is not None else 0
+        if input_ids.shape[1] <= cached:
+            return
+        positions = (attention.cumsum(dim=1) - 1).clamp(min=0)  # as generate derives them: padding does not count
+        with self._generating() as device:
+            out = self.model(input_ids=input_ids[:, cached:].to(device), attention_mask=attention.to(device),
+                             position_ids=positions[:, cached:].to(device), past_key_values=past,
+                             use_cache=True, logits_to_keep=1)
+        new = compact(out.past_key_values, input_ids, attention.bool(), weights_version(self.model))
+        self._cache = carry_over(self._cache, extended, new, self.max_batch_size)
+
+    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, reuse: bool = False) -> list[Generation]:
+        input_ids, attention, past, extended = self._inputs(prompts, reuse)
+        width = input_ids.shape[1]
+        greedy = params.temperature <= 0
+        stop_ids = self.stop_token_ids(list(params.stop)) if params.stop else set()
+        with self._generating() as device:
+            result = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                max_new_tokens=params.max_new_tokens,
+                do_sample=not greedy,
+                temperature=None if greedy else params.temperature,
+                top_k=None,
+                top_p=None,
+                stop_strings=list(params.stop) if stop_ids is None else None,
+                tokenizer=self.tokenizer,
+                pad_token_id=self.pad_id,
+                eos_token_id=sorted(self.eos_ids | (stop_ids or set())),
+                output_logits=True,
+                return_dict_in_generate=True,
+                past_key_values=past,
+                use_cache=True,
+            )
         new_tokens = result.sequences[:, width:].cpu()
         temp = 1.0 if greedy else params.temperature
         step_logps = []
@@ -204,5 +282,6 @@ class HFEngine(RolloutEngine):
                 finish_reason=reason,
             ))
         if reuse:
-            self._cache = self._keep_cache(result, attention, [g.token_ids for g in gens])
+            kept = self._keep_cache(result, attention, [g.token_ids for g in gens])
+            self._cache = carry_over(self._cache, extended, kept, self.max_batch_size)
         return gens
