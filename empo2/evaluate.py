@@ -114,7 +114,9 @@ def evaluate_policy(
     episodes = [Episode(uid=f"eval-{inst}-{k}", instance=inst, group=f"eval-{inst}") for inst, k in mine]
     r = cfg.rollout
     params = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=cfg.eval.temperature, stop=list(r.stop))
-    envs = pool.take(len(episodes))
+    # At most one engine batch plays at once (the next episode starts as one ends): the HF engine
+    # keeps its cache only for calls that fit one batch, and fewer environments (JVMs) run.
+    envs = pool.take(min(len(episodes), cfg.engine.max_batch_size))
     run_episodes(
         envs, episodes, engine, tokenizer, params, r.max_prompt_tokens, max_turns=cfg.env.max_turns,
         progress=progress, desc=f"evaluation ({len(everything)} episodes)", layout=r.prompt_layout,

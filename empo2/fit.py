@@ -272,7 +272,6 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
     if ckpt is not None:
         check_stores_present(cfg, ckpt)
         announce_resume_changes(cfg)  # refused changes fail here too, before config.yaml is replaced
-    warn_if_cores_busy(cfg)  # before this run starts anything that computes (environments, JVMs)
     datamodule = RolloutDataModule(cfg)
     try:  # from here the datamodule's environments (and JVMs) are closed however the run ends
         try:  # one environment now: one that rejects its options fails before the run directory is made
@@ -282,6 +281,7 @@ def fit(cfg: Config, extra_callbacks: list[Any] | None = None):
         resolve(cfg.model.name_or_path)  # a model that cannot load fails here too, before the run dir is touched
         resolve(cfg.model.weights)
         run_dir = prepare_run_dir(cfg)
+        warn_if_cores_busy(cfg)  # after every check of the input (each fails in one line), before the model loads
         caveat = cpu_bf16_caveat(cfg.trainer)
         if caveat and launcher_rank() == 0:
             print(caveat, file=sys.stderr)
