@@ -296,13 +296,14 @@ def test_jvms_stepped_on_threads_play_the_serial_trajectories(env, tiny_model, t
     engine = HFEngine(AutoModelForCausalLM.from_pretrained(tiny_model), tokenizer)
     envs = [env] + [ScienceWorldEnv(tasks=["find-non-living-thing"], examples=0, examples_cache=str(tmp_path)) for _ in range(2)]
     try:
-        played = []
-        for threads in (1, 3):
+        played, outside = [], os.environ.get("JAVA_TOOL_OPTIONS")
+        for threads in (3, 1):  # the threaded run first: two of its JVMs start on threads
             episodes = [Episode(uid=str(i), instance=f"find-non-living-thing/{i % 2}", group="g") for i in range(4)]
             torch.manual_seed(0)
             run_episodes(envs, episodes, engine, tokenizer, SamplingParams(6, 1.0, ["\n"]), 2048, max_turns=2,
                          env_threads=threads)
             played.append([(ep.error, [(s.response_ids, s.observation, s.reward) for s in ep.steps]) for ep in episodes])
+        assert os.environ.get("JAVA_TOOL_OPTIONS") == outside  # each launch put the variable back
         assert all(steps for _, steps in played[0])
         assert played[1] == played[0]
     finally:

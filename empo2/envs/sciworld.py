@@ -20,6 +20,7 @@ measure-melting-point-known-substance) is the wrapper's, since the simulator cou
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, ClassVar
 
 from empo2.envs import sciworld_prompt as prompt
@@ -50,6 +51,9 @@ TURN_CAPS = {
 plays by default (first 5 train, first 20 test), +25%, in tens, at least 30 and at least the paper's
 cap; 30 for the tasks not listed. Measured by bench/sciworld_gold_paths.py
 (results/sciworld-gold-paths.csv); a test keeps every cap above its task's longest path."""
+_LAUNCH = threading.Lock()
+"""Held while a JVM starts: the launch passes its heap flag through the process environment."""
+
 UNKNOWN_ACTION = "No known action matches that input."
 AMBIGUOUS = "Ambiguous request"
 
@@ -107,15 +111,16 @@ class ScienceWorldEnv(TextEnv):
             from scienceworld import ScienceWorldEnv as StockEnv
 
             flag = f"-Xmx{self.heap} -XX:+UseSerialGC"
-            before = os.environ.get("JAVA_TOOL_OPTIONS")
-            os.environ["JAVA_TOOL_OPTIONS"] = flag
-            try:
-                self._env = StockEnv("", envStepLimit=10**9)
-            finally:
-                if before is None:
-                    os.environ.pop("JAVA_TOOL_OPTIONS", None)
-                else:
-                    os.environ["JAVA_TOOL_OPTIONS"] = before
+            with _LAUNCH:  # environments reset on threads (`rollout.env_threads`): one launch at a time sets the variable
+                before = os.environ.get("JAVA_TOOL_OPTIONS")
+                os.environ["JAVA_TOOL_OPTIONS"] = flag
+                try:
+                    self._env = StockEnv("", envStepLimit=10**9)
+                finally:
+                    if before is None:
+                        os.environ.pop("JAVA_TOOL_OPTIONS", None)
+                    else:
+                        os.environ["JAVA_TOOL_OPTIONS"] = before
         return self._env
 
     @classmethod
