@@ -106,8 +106,9 @@ class RolloutConfig:
     """Prompt budget; longer prompts drop the oldest turns of the history (counted in the metrics)."""
     env_threads: int = non_negative(0)
     """Threads that reset and step a turn's environments at once (`empo2.rollout`; trajectories are
-    those of one thread): 0 means one per CPU core; 1 steps them one after another. It pays where
-    environments compute out of process (ScienceWorld's JVMs)."""
+    those of one thread): 0 means one per CPU core; 1 steps them one after another. Used only by
+    environments whose instances share nothing (ScienceWorld, each its own JVM; KeyRoom), and it
+    pays where they compute out of process."""
     stop: list[str] = field(default_factory=lambda: ["\n"])
     """Strings that end an action; the matching token is kept in the response."""
     history_tokens: str = choice("sampled", "parsed")

@@ -78,11 +78,13 @@ def run_episodes(
 
     With fewer environments than episodes, each environment takes the next waiting episode as
     soon as its current one ends, so the generation batch stays as full as the pool allows.
-    `env_threads` > 1: a turn's resets and steps run on that many threads at once (each episode's
-    calls still go to its own environment in order, so trajectories are those of the serial path)."""
+    `env_threads` > 1: a turn's resets and steps run on that many threads at once where the
+    environments allow it (`TextEnv.steps_on_threads`); each episode's calls still go to its own
+    environment in order, so trajectories are those of the serial path."""
     if not envs:
         raise ValueError("run_episodes needs at least one environment")
-    with ThreadPoolExecutor(env_threads) if env_threads > 1 else nullcontext() as pool:
+    threaded = env_threads > 1 and all(env.steps_on_threads for env in envs)
+    with ThreadPoolExecutor(env_threads) if threaded else nullcontext() as pool:
         return _play(envs, episodes, engine, tokenizer, params, max_prompt_tokens, max_turns, tips_for,
                      progress, desc, layout, max_action_chars, EnvCalls(pool))
 

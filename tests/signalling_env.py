@@ -14,6 +14,7 @@ from empo2.envs import KeyRoomEnv
 
 class SignallingKeyRoom(KeyRoomEnv):
     resets: ClassVar[int] = 0
+    steps_on_threads: ClassVar[bool] = False  # the reset count is shared by every instance
 
     def reset(self, instance):
         SignallingKeyRoom.resets += 1

@@ -104,3 +104,30 @@ def test_environments_on_threads_play_the_serial_trajectories(engine, tokenizer,
                        stats.turns, stats.env_errors))
     assert played[0][2] == 1 and played[0][1] >= 5  # the refused reset; every other episode took turns
     assert played[1] == played[0]
+
+
+class ThreadNotingEnv(KeyRoomEnv):
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.threads: set[int] = set()
+
+    def step(self, action):
+        import threading
+
+        self.threads.add(threading.get_ident())
+        return super().step(action)
+
+
+class SharedStateEnv(ThreadNotingEnv):
+    steps_on_threads = False  # as an environment whose instances share a tokenizer or an index declares
+
+
+@pytest.mark.parametrize("cls, on_threads", [(ThreadNotingEnv, True), (SharedStateEnv, False)])
+def test_only_environments_that_share_nothing_step_on_threads(engine, tokenizer, cls, on_threads):
+    import threading
+
+    envs = [cls(**KEYROOM_OPTIONS) for _ in range(3)]
+    episodes = [Episode(uid=str(i), instance=f"find/{i}", group="g") for i in range(3)]
+    run_episodes(envs, episodes, engine, tokenizer, SamplingParams(8, 1.0, ["\n"]), 1024, max_turns=2, env_threads=3)
+    used = set().union(*(env.threads for env in envs))
+    assert used and (used != {threading.get_ident()}) == on_threads  # (a lone call runs on the caller's thread)

@@ -45,6 +45,9 @@ class TextEnv(ABC):
     prompt_history: ClassVar[str] = "chat"
     """`chat`: the prompt is the whole episode as a chat (observation / action turns); `latest`:
     only the latest user message, which the environment writes to carry what it wants of the past."""
+    steps_on_threads: ClassVar[bool] = False
+    """Whether different instances may reset and step at once on threads (`rollout.env_threads`):
+    true only where each instance owns everything a call touches (no shared tokenizer, index or cache)."""
     format_penalty: float = 0.0
     """Subtracted from the reward of a step whose answer `parse_action` calls malformed."""
 

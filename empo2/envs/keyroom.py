@@ -45,6 +45,7 @@ def jaccard(a: str, b: str) -> float:
 class KeyRoomEnv(TextEnv):
     name: ClassVar[str] = "keyroom"
     default_max_turns: ClassVar[int] = 8
+    steps_on_threads: ClassVar[bool] = True  # all state is the instance's own
 
     def __init__(
         self,

@@ -72,6 +72,7 @@ def simplification_for(task: str, preset: str) -> str:
 class ScienceWorldEnv(TextEnv):
     name: ClassVar[str] = "sciworld"
     default_max_turns: ClassVar[int] = 30
+    steps_on_threads: ClassVar[bool] = True  # each instance drives its own JVM
 
     def __init__(
         self,
