@@ -31,6 +31,7 @@ weights into it (only the adapters under LoRA; the frozen base is loaded once).
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 
 import torch
 
@@ -39,12 +40,12 @@ from empo2.engines.base import ENGINES, Generation, RolloutEngine, SamplingParam
 from empo2.engines.prefix_cache import (
     MIN_SHARED_TOKENS,
     PrefixCache,
+    best_rows,
     carry_over,
     common_prefix_length,
     compact,
     plan_continuation,
     reusable,
-    shared_prefix_lengths,
     weights_version,
 )
 
@@ -194,17 +195,13 @@ class HFEngine(RolloutEngine):
             self._cache = None
         if self._cache is None:
             return [0] * len(prompts)
-        kept = self._cache.kept_tokens()
-        return [int(shared_prefix_lengths(torch.tensor(p, dtype=torch.long), kept, self._cache.lengths).max())
-                for p in prompts]
+        return best_rows(self._cache, prompts)[1]
 
     def _encode_shared(self, prompts: list[list[int]]) -> None:
         """Encode once, into the cache, what several prompts of a call share beyond what the cache
         holds: the opening common to the distinct prompts, then each prompt that occurs more than
         once (all but its last token). The call then continues every prompt from those rows."""
-        counts: dict[tuple[int, ...], int] = {}
-        for p in prompts:
-            counts[tuple(p)] = counts.get(tuple(p), 0) + 1
+        counts = Counter(tuple(p) for p in prompts)
         distinct = [list(p) for p in counts]
         reach = self._cached_reach(distinct)
         if len(distinct) > 1:

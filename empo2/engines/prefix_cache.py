@@ -118,18 +118,25 @@ class Continuation:
     """Cache rows some prompt continues whole (the call's own row will hold all of it)."""
 
 
+def best_rows(cache: PrefixCache, prompts: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Per prompt, the cached row sharing its longest prefix, and how many tokens that is."""
+    kept = cache.kept_tokens()
+    rows, held = [], []
+    for p in prompts:
+        lengths = shared_prefix_lengths(torch.tensor(p, dtype=torch.long), kept, cache.lengths)
+        best = int(torch.argmax(lengths))
+        rows.append(best)
+        held.append(int(lengths[best]))
+    return rows, held
+
+
 def plan_continuation(cache: PrefixCache, prompts: list[list[int]], pad_id: int) -> Continuation | None:
     """Match each prompt to the cached row sharing its longest prefix and build the inputs that
     feed only the rest; None when no prompt shares a token with the cache (nothing to gain)."""
     from transformers import DynamicCache
 
-    kept = cache.kept_tokens()
-    rows, shared = [], []
-    for p in prompts:
-        lengths = shared_prefix_lengths(torch.tensor(p, dtype=torch.long), kept, cache.lengths)
-        best = int(torch.argmax(lengths))
-        rows.append(best)
-        shared.append(min(int(lengths[best]), len(p) - 1))  # the last prompt token is always fed: its logits start the response
+    rows, held = best_rows(cache, prompts)
+    shared = [min(k, len(p) - 1) for p, k in zip(prompts, held)]  # the last prompt token is always fed: its logits start the response
     if not any(shared):
         return None
     width = max(shared)  # each prompt's shared prefix alone is gathered, right-aligned: no masked cached positions
