@@ -147,7 +147,7 @@ def main() -> None:
         cfg = load_config(args.config, [f"out_dir={tmp}", "name=anatomy", f"seed={args.seed}", "engine.kind=hf", *over])
         module = EMPO2Module.from_checkpoint(cfg, None)
         engine = build_engine(cfg, module.policy, module.tokenizer, cfg.run_dir / "engine")
-        model = causal_lm(module.policy)
+        model = causal_lm(engine.serving)  # the module that generates (a folded copy under engine.merge_lora)
         clock = ForwardClock(model)
         compute = engine.compute
         autocast = (lambda: torch.autocast("cpu", dtype=compute)) if compute is not None else torch.no_grad
@@ -186,7 +186,8 @@ def main() -> None:
         print(f"config {args.config}; {len(episodes)} episodes, {stats.turns} turns, {stats.generated_tokens} generated "
               f"tokens; precision {cfg.trainer.get('precision', '32-true')}; threads {torch.get_num_threads()}; "
               f"plain matmul {matmul / 1e9:.1f} GFLOP/s, plain forward {plain / 1e9:.1f} GFLOP/s; "
-              f"{transcripts} of {len(prompts)} tip prompts in the transcript form (memory.tip_prompt={m.tip_prompt})")
+              f"{transcripts} of {len(prompts)} tip prompts in the transcript form (memory.tip_prompt={m.tip_prompt}); "
+              f"LoRA {'folded into a generation copy' if engine.serving is not module.policy else 'unmerged'}")
         print("| phase | wall s | tokens encoded (real / computed) | encoding | encoding FLOP/s | decode steps | "
               "decoding | decode step vs floor | environment | other |")
         print("|---|---:|---|---|---|---|---|---|---|---|")

@@ -48,6 +48,7 @@ from empo2.engines.prefix_cache import (
     reusable,
     weights_version,
 )
+from empo2.engines.merged_lora import MergedLoRA, mergeable
 
 
 _AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
@@ -62,8 +63,11 @@ def compute_dtype(trainer_precision: object, sharding_mixed_precision: str) -> t
 @ENGINES.register("hf")
 class HFEngine(RolloutEngine):
     def __init__(self, model, tokenizer, max_batch_size: int = 64, source=None,
-                 compute: torch.dtype | None = None, prefix_cache: bool = True) -> None:
+                 compute: torch.dtype | None = None, prefix_cache: bool = True, merge_lora: bool = False) -> None:
         self.model = model
+        """The policy (or, sharded, its replica): the weights the engine serves and the trainer scores."""
+        self._merged = MergedLoRA(model) if merge_lora and mergeable(model, compute) else None
+        """A float32 LoRA policy's folded generation copy (`engine.merge_lora`); None: generate with `model`."""
         self.prefix_cache = prefix_cache
         """Continue from the previous call's key/value cache where the prompts extend it."""
         self._cache: PrefixCache | None = None
@@ -85,7 +89,8 @@ class HFEngine(RolloutEngine):
     @classmethod
     def from_config(cls, cfg, policy, tokenizer, work_dir):
         compute = compute_dtype(cfg.trainer.get("precision"), cfg.sharding.mixed_precision)
-        kwargs = dict(max_batch_size=cfg.engine.max_batch_size, compute=compute, prefix_cache=cfg.engine.prefix_cache)
+        kwargs = dict(max_batch_size=cfg.engine.max_batch_size, compute=compute, prefix_cache=cfg.engine.prefix_cache,
+                      merge_lora=cfg.engine.merge_lora)
         if not sharding.is_sharded(policy):
             return cls(policy, tokenizer, **kwargs)
         from empo2.models import build_policy
@@ -109,6 +114,11 @@ class HFEngine(RolloutEngine):
 
     def release_memory(self) -> None:
         self._cache = None
+
+    @property
+    def serving(self) -> torch.nn.Module:
+        """The module that generates: the folded copy, up to date with `model`, or `model` itself."""
+        return self._merged.current() if self._merged is not None else self.model
 
     def metrics(self) -> dict[str, float]:
         """Share of prompt tokens taken from the cache since the last call (then reset)."""
@@ -146,7 +156,7 @@ class HFEngine(RolloutEngine):
         cache rows it continues whole (which the call's own rows replace). `count`: into the
         reused-token metric (a call's prompts are; the shared encoding before it is not)."""
         self._prompt_tokens += sum(len(p) for p in prompts) if count else 0
-        if reuse and self._cache is not None and self._cache.version == weights_version(self.model):
+        if reuse and self._cache is not None and self._cache.version == weights_version(self.serving):
             cont = plan_continuation(self._cache, prompts, self.pad_id)
             if cont is not None:
                 self._reused_tokens += cont.reused if count else 0
@@ -173,25 +183,26 @@ class HFEngine(RolloutEngine):
         keep[:, :width] = attention.bool()
         for i, ids in enumerate(responses):
             keep[i, width:width + min(len(ids), cached - width)] = True
-        return compact(kv, result.sequences[:, :cached].cpu(), keep, weights_version(self.model))
+        return compact(kv, result.sequences[:, :cached].cpu(), keep, weights_version(self.serving))
 
     @contextlib.contextmanager
     def _generating(self):
         """Eval mode and the trainer's autocast around a call's forwards; yields the model's device."""
-        device = next(self.model.parameters()).device
-        was_training = self.model.training
-        self.model.eval()
+        model = self.serving
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
         autocast = (torch.autocast(device.type, dtype=self.compute) if self.compute is not None
                     else contextlib.nullcontext())
         try:
             with autocast:
                 yield device
         finally:
-            self.model.train(was_training)
+            model.train(was_training)
 
     def _cached_reach(self, prompts: list[list[int]]) -> list[int]:
         """Per prompt, how many of its leading tokens the cache holds (0 without a valid cache)."""
-        if self._cache is not None and self._cache.version != weights_version(self.model):
+        if self._cache is not None and self._cache.version != weights_version(self.serving):
             self._cache = None
         if self._cache is None:
             return [0] * len(prompts)
@@ -233,10 +244,10 @@ class HFEngine(RolloutEngine):
             return
         positions = (attention.cumsum(dim=1) - 1).clamp(min=0)  # as generate derives them: padding does not count
         with self._generating() as device:
-            out = self.model(input_ids=input_ids[:, cached:].to(device), attention_mask=attention.to(device),
-                             position_ids=positions[:, cached:].to(device), past_key_values=past,
-                             use_cache=True, logits_to_keep=1)
-        new = compact(out.past_key_values, input_ids, attention.bool(), weights_version(self.model))
+            out = self.serving(input_ids=input_ids[:, cached:].to(device), attention_mask=attention.to(device),
+                               position_ids=positions[:, cached:].to(device), past_key_values=past,
+                               use_cache=True, logits_to_keep=1)
+        new = compact(out.past_key_values, input_ids, attention.bool(), weights_version(self.serving))
         self._cache = carry_over(self._cache, extended, new, self.max_batch_size)
 
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, reuse: bool = False) -> list[Generation]:
@@ -245,7 +256,7 @@ class HFEngine(RolloutEngine):
         greedy = params.temperature <= 0
         stop_ids = self.stop_token_ids(list(params.stop)) if params.stop else set()
         with self._generating() as device:
-            result = self.model.generate(
+            result = self.serving.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention.to(device),
                 max_new_tokens=params.max_new_tokens,
