@@ -49,6 +49,7 @@ from empo2.engines.prefix_cache import (
     weights_version,
 )
 from empo2.engines.merged_lora import MergedLoRA, mergeable
+from empo2.engines.roomy_cache import roomy_cache
 
 
 _AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
@@ -270,7 +271,7 @@ class HFEngine(RolloutEngine):
                 eos_token_id=sorted(self.eos_ids | (stop_ids or set())),
                 output_logits=True,
                 return_dict_in_generate=True,
-                past_key_values=past,
+                past_key_values=past if past is not None else roomy_cache(),
                 use_cache=True,
             )
         new_tokens = result.sequences[:, width:].cpu()

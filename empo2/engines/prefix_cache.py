@@ -42,6 +42,8 @@ from dataclasses import dataclass
 
 import torch
 
+from empo2.engines.roomy_cache import RoomyLayer, roomy_cache
+
 
 MIN_SHARED_TOKENS = 8
 """A shared span shorter than this is not worth a forward of its own (a forward's fixed cost on a
@@ -81,7 +83,7 @@ class PrefixCache:
     `lengths[i]` positions (left padding before them is masked)."""
 
     kv: object
-    """transformers `DynamicCache` ([rows, heads, positions, head_dim] per layer)."""
+    """transformers `DynamicCache` of `RoomyLayer`s ([rows, heads, positions, head_dim] per layer)."""
     tokens: torch.Tensor
     """[rows, positions]: the token id at each cached position (padding: any id)."""
     lengths: torch.Tensor
@@ -133,8 +135,6 @@ def best_rows(cache: PrefixCache, prompts: list[list[int]]) -> tuple[list[int], 
 def plan_continuation(cache: PrefixCache, prompts: list[list[int]], pad_id: int) -> Continuation | None:
     """Match each prompt to the cached row sharing its longest prefix and build the inputs that
     feed only the rest; None when no prompt shares a token with the cache (nothing to gain)."""
-    from transformers import DynamicCache
-
     rows, held = best_rows(cache, prompts)
     shared = [min(k, len(p) - 1) for p, k in zip(prompts, held)]  # the last prompt token is always fed: its logits start the response
     if not any(shared):
@@ -155,39 +155,33 @@ def plan_continuation(cache: PrefixCache, prompts: list[list[int]], pad_id: int)
         attention[i, width + suffix - len(new):] = 1
 
     def pick(x: torch.Tensor) -> torch.Tensor:  # [rows, heads, positions, dim] -> [prompts, heads, width, dim]
-        return x[row_index.to(x.device)[:, None], :, positions.to(x.device)].transpose(1, 2).contiguous()
+        return x[row_index.to(x.device)[:, None], :, positions.to(x.device)].transpose(1, 2)
 
-    kv = DynamicCache(ddp_cache_data=[(pick(layer.keys), pick(layer.values)) for layer in cache.kv.layers])
+    kv = roomy_cache([(pick(layer.keys), pick(layer.values)) for layer in cache.kv.layers])
     extended = sorted({r for r, k in zip(rows, shared) if k == int(cache.lengths[r])})
     return Continuation(input_ids, attention, kv, reused=sum(shared), extended=extended)
 
 
 def cut_left(cache: PrefixCache, start: int) -> PrefixCache:
     """The cache without its first `start` positions (padding of every row)."""
-    from transformers import DynamicCache
-
     if start <= 0:
         return cache
     layers = [(layer.keys[:, :, start:], layer.values[:, :, start:]) for layer in cache.kv.layers]
-    return PrefixCache(DynamicCache(ddp_cache_data=layers), cache.tokens[:, start:], cache.lengths, cache.version)
+    return PrefixCache(roomy_cache(layers), cache.tokens[:, start:], cache.lengths, cache.version)
 
 
 def keep_rows(cache: PrefixCache, rows: list[int]) -> PrefixCache:
     """The cache with only `rows`, in that order, cut to the widest of them."""
-    from transformers import DynamicCache
-
     index = torch.tensor(rows, dtype=torch.long)
     layers = [(layer.keys.index_select(0, index.to(layer.keys.device)),
                layer.values.index_select(0, index.to(layer.values.device))) for layer in cache.kv.layers]
     lengths = cache.lengths.index_select(0, index)
-    picked = PrefixCache(DynamicCache(ddp_cache_data=layers), cache.tokens.index_select(0, index), lengths, cache.version)
+    picked = PrefixCache(roomy_cache(layers), cache.tokens.index_select(0, index), lengths, cache.version)
     return cut_left(picked, picked.width - int(lengths.max()) if rows else 0)
 
 
 def stack(first: PrefixCache, second: PrefixCache) -> PrefixCache:
     """Both caches' rows in one (first's, then second's), left-padded to the wider."""
-    from transformers import DynamicCache
-
     width = max(first.width, second.width)
 
     def padded(x: torch.Tensor, dim: int, fill: int = 0) -> torch.Tensor:
@@ -201,7 +195,7 @@ def stack(first: PrefixCache, second: PrefixCache) -> PrefixCache:
     layers = [(torch.cat([padded(a.keys, 2), padded(b.keys, 2)]), torch.cat([padded(a.values, 2), padded(b.values, 2)]))
               for a, b in zip(first.kv.layers, second.kv.layers)]
     tokens = torch.cat([padded(first.tokens, 1), padded(second.tokens, 1)])
-    return PrefixCache(DynamicCache(ddp_cache_data=layers), tokens, torch.cat([first.lengths, second.lengths]),
+    return PrefixCache(roomy_cache(layers), tokens, torch.cat([first.lengths, second.lengths]),
                        second.version)
 
 
@@ -222,15 +216,13 @@ def reusable(kv) -> bool:
     from transformers.cache_utils import DynamicLayer
 
     layers = getattr(kv, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer and layer.keys is not None for layer in layers)
+    return bool(layers) and all(type(layer) in (DynamicLayer, RoomyLayer) and layer.keys is not None for layer in layers)
 
 
 def compact(kv, tokens: torch.Tensor, keep: torch.Tensor, version: int) -> PrefixCache:
     """The cache of a finished call with only the `keep` [rows, positions] positions, each row's
     left-padded to the longest: positions keep their order, so each kept token keeps its rank
     among its row's kept tokens, which is its position id."""
-    from transformers import DynamicCache
-
     lengths = keep.sum(dim=1)
     width = int(lengths.max()) if len(lengths) else 0
     index = torch.zeros((keep.shape[0], width), dtype=torch.long)
@@ -242,4 +234,4 @@ def compact(kv, tokens: torch.Tensor, keep: torch.Tensor, version: int) -> Prefi
         k, v = layer.keys, layer.values
         gather = index.to(k.device)[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
         layers.append((torch.gather(k, 2, gather), torch.gather(v, 2, gather)))
-    return PrefixCache(kv=DynamicCache(ddp_cache_data=layers), tokens=torch.gather(tokens, 1, index), lengths=lengths, version=version)
+    return PrefixCache(kv=roomy_cache(layers), tokens=torch.gather(tokens, 1, index), lengths=lengths, version=version)
