@@ -77,3 +77,20 @@ def test_generation_over_a_roomy_cache_is_the_same_to_the_bit(tiny_model):
     assert all(type(layer) is RoomyLayer for layer in outs[1].past_key_values.layers)
     assert torch.equal(outs[0].sequences, outs[1].sequences)
     assert all(torch.equal(a, b) for a, b in zip(outs[0].logits, outs[1].logits))
+
+
+def test_a_cache_built_from_tensors_holds_them_without_copying_and_never_writes_into_them():
+    gen = torch.Generator().manual_seed(2)
+    keys, values = _states(gen, 2, 7)
+    held = (keys.clone(), values.clone())
+    cache = roomy_cache([(keys, values)])
+    layer = cache.layers[0]
+    assert layer.keys is keys and layer.values is values and cache.get_seq_length() == 7
+    plain = DynamicLayer()
+    plain.update(keys, values)
+    step = _states(gen, 2, 1)
+    cache.update(*step, 0)
+    plain.update(*step)
+    _same(layer, plain)
+    assert torch.equal(keys, held[0]) and torch.equal(values, held[1])  # moved to a buffer with room, not written into
+    assert layer._key_buffer.shape[-2] == 8 + MIN_ROOM

@@ -59,11 +59,23 @@ class RoomyLayer(DynamicLayer):
         self._key_buffer, self._value_buffer = buffers
 
 
+    def adopt(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Hold `keys` and `values` as they are, without copying and without room: the first update
+        moves them to a buffer with room. Tensors a cache is built from (gathered rows, stacked
+        caches) are fresh, so building it costs no copy; they are never written into."""
+        self.lazy_initialization(keys, values)
+        self.keys = self._handed_out = self._key_buffer = keys
+        self.values = self._value_buffer = values
+
+
 def roomy_cache(layers: Iterable[tuple[torch.Tensor, torch.Tensor]] = ()) -> DynamicCache:
-    """A `DynamicCache` of `RoomyLayer`s holding `layers` ((keys, values) per layer); layers beyond
-    them are added as the model first writes them (an empty cache for a fresh `generate`)."""
+    """A `DynamicCache` of `RoomyLayer`s holding `layers` ((keys, values) per layer, adopted without
+    a copy); layers beyond them are added as the model first writes them (an empty cache for a
+    fresh `generate`)."""
     cache = DynamicCache()
     cache.layer_class_to_replicate = RoomyLayer
-    for index, (keys, values) in enumerate(layers):
-        cache.update(keys, values, index)
+    for keys, values in layers:
+        layer = RoomyLayer()
+        layer.adopt(keys, values)
+        cache.layers.append(layer)
     return cache
