@@ -69,6 +69,10 @@ class HFEngine(RolloutEngine):
         """The policy (or, sharded, its replica): the weights the engine serves and the trainer scores."""
         self._merged = MergedLoRA(model) if merge_lora and mergeable(model, compute) else None
         """A float32 LoRA policy's folded generation copy (`engine.merge_lora`); None: generate with `model`."""
+        self._net: torch.nn.Module = model
+        """The module serving the current `generate` call (`serving`, resolved once at its start)."""
+        self._net_version = 0
+        """`weights_version(self._net)` at the start of the current call: the version its caches carry."""
         self.prefix_cache = prefix_cache
         """Continue from the previous call's key/value cache where the prompts extend it."""
         self._cache: PrefixCache | None = None
@@ -116,6 +120,11 @@ class HFEngine(RolloutEngine):
     def release_memory(self) -> None:
         self._cache = None
 
+    def close(self) -> None:
+        self._cache = None
+        if self._merged is not None:
+            self._merged.close()
+
     @property
     def serving(self) -> torch.nn.Module:
         """The module that generates: the folded copy, up to date with `model`, or `model` itself."""
@@ -141,6 +150,8 @@ class HFEngine(RolloutEngine):
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         if not prompts:
             return []
+        self._net = self.serving  # weights do not move during a call: resolve the module and its version once
+        self._net_version = weights_version(self._net)
         # One cache is kept, so only a call that fits one batch continues from (and leaves) one.
         reuse = self.prefix_cache and len(prompts) <= self.max_batch_size
         if not reuse:
@@ -157,7 +168,7 @@ class HFEngine(RolloutEngine):
         cache rows it continues whole (which the call's own rows replace). `count`: into the
         reused-token metric (a call's prompts are; the shared encoding before it is not)."""
         self._prompt_tokens += sum(len(p) for p in prompts) if count else 0
-        if reuse and self._cache is not None and self._cache.version == weights_version(self.serving):
+        if reuse and self._cache is not None and self._cache.version == self._net_version:
             cont = plan_continuation(self._cache, prompts, self.pad_id)
             if cont is not None:
                 self._reused_tokens += cont.reused if count else 0
@@ -184,12 +195,12 @@ class HFEngine(RolloutEngine):
         keep[:, :width] = attention.bool()
         for i, ids in enumerate(responses):
             keep[i, width:width + min(len(ids), cached - width)] = True
-        return compact(kv, result.sequences[:, :cached].cpu(), keep, weights_version(self.serving))
+        return compact(kv, result.sequences[:, :cached].cpu(), keep, self._net_version)
 
     @contextlib.contextmanager
     def _generating(self):
         """Eval mode and the trainer's autocast around a call's forwards; yields the model's device."""
-        model = self.serving
+        model = self._net
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
@@ -203,7 +214,7 @@ class HFEngine(RolloutEngine):
 
     def _cached_reach(self, prompts: list[list[int]]) -> list[int]:
         """Per prompt, how many of its leading tokens the cache holds (0 without a valid cache)."""
-        if self._cache is not None and self._cache.version != weights_version(self.serving):
+        if self._cache is not None and self._cache.version != self._net_version:
             self._cache = None
         if self._cache is None:
             return [0] * len(prompts)
@@ -245,10 +256,10 @@ class HFEngine(RolloutEngine):
             return
         positions = (attention.cumsum(dim=1) - 1).clamp(min=0)  # as generate derives them: padding does not count
         with self._generating() as device:
-            out = self.serving(input_ids=input_ids[:, cached:].to(device), attention_mask=attention.to(device),
+            out = self._net(input_ids=input_ids[:, cached:].to(device), attention_mask=attention.to(device),
                                position_ids=positions[:, cached:].to(device), past_key_values=past,
                                use_cache=True, logits_to_keep=1)
-        new = compact(out.past_key_values, input_ids, attention.bool(), weights_version(self.serving))
+        new = compact(out.past_key_values, input_ids, attention.bool(), self._net_version)
         self._cache = carry_over(self._cache, extended, new, self.max_batch_size)
 
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, reuse: bool = False) -> list[Generation]:
@@ -257,7 +268,7 @@ class HFEngine(RolloutEngine):
         greedy = params.temperature <= 0
         stop_ids = self.stop_token_ids(list(params.stop)) if params.stop else set()
         with self._generating() as device:
-            result = self.serving.generate(
+            result = self._net.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention.to(device),
                 max_new_tokens=params.max_new_tokens,

@@ -21,6 +21,7 @@ follow the library; layer kinds this copy does not know (DoRA, LoRA biases, embe
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 
@@ -67,7 +68,8 @@ class MergedLoRA:
         self.model: torch.nn.Module | None = None
         """The plain base model with folded weights; built at the first `current()`, on the policy's device."""
         self._version: int | None = None
-        self._sources: list[tuple[torch.nn.Parameter, callable]] = []
+        self._sources: list[tuple[torch.nn.Parameter, Callable[[], torch.Tensor]]] = []
+        """Each parameter of the copy, with how to read its value from the policy."""
 
     def current(self) -> torch.nn.Module:
         """The folded copy, rewritten first if the policy's weights moved since the last call."""
