@@ -72,3 +72,7 @@ def run_command(command: Command, argv: Sequence[str] | None, body: Callable[[Co
     except (FileNotFoundError, *command.errors) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:  # however the run ended, the process group (if the run made one) goes before the interpreter does
+        from empo2.distributed import release
+
+        release()

@@ -88,6 +88,28 @@ def test_a_node_local_out_dir_is_refused_on_every_node(warm_model, tmp_path):
     assert not (tmp_path / "node0" / "run" / "checkpoints").exists()  # stopped before the first iteration
 
 
+@pytest.mark.parametrize("outcome", ["finished", "config error"])
+def test_every_command_destroys_its_process_group_before_it_returns(outcome, tmp_path):
+    """A gloo group left to interpreter shutdown can abort a finished process (SIGABRT, exit -6 where
+    the run had returned 0 or 2: seen in CI on the refused node above). The shared command line
+    therefore destroys the group however the body ended; here in a real one-process gloo group."""
+    import torch.distributed as dist
+
+    from empo2.cli import Command, run_command
+    from empo2.config import ConfigError
+
+    def body(cfg):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        assert dist.is_initialized()
+        if outcome == "config error":
+            raise ConfigError("out_dir: refused")
+        return 0
+
+    code = run_command(Command("empo2.fit", "fit"), ["trainer.max_epochs=1"], body)
+    assert code == (0 if outcome == "finished" else 2)
+    assert not dist.is_initialized()
+
+
 def java_children(pid: int) -> set[int]:
     from test_sciworld_lifecycle import children_named
 
