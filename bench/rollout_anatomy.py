@@ -135,6 +135,16 @@ def report(name: str, fw: Forwards, wall: float, env_s: float, model, autocast, 
     ]
 
 
+def digest(steps, tips) -> str:
+    """A fingerprint of every sampled token and its log-prob (rounded to 1e-6), rollout then tips."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for ids, logps in [(s.response_ids, s.engine_logprobs) for s in steps] + [(g.token_ids, g.logprobs) for g in tips]:
+        h.update(repr((list(ids), [round(x, 6) for x in logps])).encode())
+    return h.hexdigest()[:16]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
@@ -176,7 +186,7 @@ def main() -> None:
         m = cfg.memory
         clock.current = tips = Forwards()
         t1 = time.perf_counter()
-        engine.generate(prompts, SamplingParams(max_new_tokens=m.tip_max_tokens, temperature=m.tip_temperature, stop=[]))
+        written = engine.generate(prompts, SamplingParams(max_new_tokens=m.tip_max_tokens, temperature=m.tip_temperature, stop=[]))
         tips_wall = time.perf_counter() - t1
         clock.current = None
         transcripts = sum(p[:len(ep.steps[-1].prompt_ids)] != ep.steps[-1].prompt_ids for ep, p in zip(played, prompts))
@@ -188,6 +198,8 @@ def main() -> None:
               f"plain matmul {matmul / 1e9:.1f} GFLOP/s, plain forward {plain / 1e9:.1f} GFLOP/s; "
               f"{transcripts} of {len(prompts)} tip prompts in the transcript form (memory.tip_prompt={m.tip_prompt}); "
               f"LoRA {'folded into a generation copy' if engine.serving is not module.policy else 'unmerged'}")
+        print(f"sampled: {digest([s for ep in played for s in ep.steps], written)} (two runs that print the same "
+              f"digest sampled the same tokens with the same log-probs)")
         print("| phase | wall s | tokens encoded (real / computed) | encoding | encoding FLOP/s | decode steps | "
               "decoding | decode step vs floor | environment | other |")
         print("|---|---:|---|---|---|---|---|---|---|---|")
