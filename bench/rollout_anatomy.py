@@ -182,8 +182,8 @@ def main() -> None:
                                  max_turns=cfg.env.max_turns, layout=layout, env_threads=r.env_thread_count)
             rollout_wall = time.perf_counter() - t0
         played = [ep for ep in episodes if ep.steps]
-        prompts = [tip_prompt(ep, module.tokenizer, r.max_prompt_tokens, cfg.memory.tip_prompt) for ep in played]
         m = cfg.memory
+        prompts = [tip_prompt(ep, module.tokenizer, cfg.tip_prompt_tokens, m.tip_prompt) for ep in played]
         clock.current = tips = Forwards()
         t1 = time.perf_counter()
         written = engine.generate(prompts, SamplingParams(max_new_tokens=m.tip_max_tokens, temperature=m.tip_temperature, stop=[]))

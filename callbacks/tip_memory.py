@@ -160,9 +160,8 @@ class TipMemory(VersionedStoreCallback):
             return []
         if self.cfg.memory.tip_source == "trace":
             return [trace_tip(ep) for ep in episodes]
-        budget = self.cfg.rollout.max_prompt_tokens
-        prompts = [tip_prompt(ep, ctx.tokenizer, budget, self.cfg.memory.tip_prompt) for ep in episodes]
         m = self.cfg.memory
+        prompts = [tip_prompt(ep, ctx.tokenizer, self.cfg.tip_prompt_tokens, m.tip_prompt) for ep in episodes]
         gens = ctx.engine.generate(prompts, SamplingParams(max_new_tokens=m.tip_max_tokens, temperature=m.tip_temperature, stop=[]))
         return [clean_tip(g.text) for g in gens]
 

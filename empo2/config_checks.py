@@ -99,6 +99,14 @@ def check_values(cfg: Config) -> None:
             f"engine.max_model_len: {cfg.engine.max_model_len} leaves no room to generate after "
             f"rollout.max_prompt_tokens={cfg.rollout.max_prompt_tokens}"
         )
+    m = cfg.memory
+    if (cfg.engine.max_model_len is not None and m.enabled and m.tip_source == "model"
+            and cfg.engine.max_model_len <= cfg.tip_prompt_tokens):
+        raise ConfigError(
+            f"engine.max_model_len: {cfg.engine.max_model_len} leaves no room to write a tip after the longest "
+            f"tip prompt ({cfg.tip_prompt_tokens} = rollout.max_prompt_tokens + memory.tip_prompt_room); raise it "
+            f"or lower memory.tip_prompt_room"
+        )
     clash = [v for v in cfg.compare.variants if v in COMPARE_METHODS]
     if clash:
         raise ConfigError(f"compare.variants: {clash} would hide the built-in method of that name; rename the variant")

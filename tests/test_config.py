@@ -34,6 +34,7 @@ def test_defaults_and_overrides(tmp_path):
     ("env.max_turns=0", "env.max_turns"),
     ("optim.max_tokens_per_micro_batch=4000", "optim.max_tokens_per_micro_batch"),  # < one row (4500 + 32)
     ("optim.token_layout=ragged", "optim.token_layout"),
+    ("engine.max_model_len=4600", "engine.max_model_len"),   # no room for a tip after a 4500 + 128 tip prompt
     ("checkpoint.keep=0", "checkpoint.keep"),                # Lightning would write no last.ckpt
     ("sft.val_fraction=1.0", "sft.val_fraction"),
     ("sft.split=dev", "sft.split"),

@@ -87,6 +87,45 @@ def test_tips_from_the_cached_episodes_equal_tips_from_a_fresh_encoding(warm_mod
     assert [g.token_ids for g in cached] == [g.token_ids for g in fresh]
 
 
+def test_a_tip_continues_an_episode_whose_last_prompt_filled_the_rollout_budget(warm_model, tokenizer):
+    """A tip prompt may run past `rollout.max_prompt_tokens` by `memory.tip_prompt_room`: an episode
+    whose last prompt filled the rollout budget still has its tip continue the cached episode; with
+    no room, it falls back to the transcript form cut to the rollout budget."""
+    from types import SimpleNamespace
+
+    from callbacks.tip_memory import TipMemory
+    from empo2.iteration_hooks import RolloutContext
+
+    engine, episodes = _played(warm_model, tokenizer, ["find/0", "find/1", "find/2"])
+    for ep in episodes:  # each episode's last prompt exactly fills the rollout budget
+        last = ep.steps[-1].prompt_ids
+        cfg = load_config(None, [f"rollout.max_prompt_tokens={len(last)}"])
+        assert cfg.tip_prompt_tokens == len(last) + 128  # the default room
+        ids = tip_prompt(ep, tokenizer, cfg.tip_prompt_tokens)
+        assert len(ids) > len(last) and ids[:len(last)] == last
+        cramped = load_config(None, [f"rollout.max_prompt_tokens={len(last)}", "memory.tip_prompt_room=0"])
+        assert tip_prompt(ep, tokenizer, cramped.tip_prompt_tokens) == tip_conversation(ep).render(tokenizer, len(last), with_tips=False).ids
+    # The callback asks with the room: the engine reuses every episode's cached rows.
+    budget = max(len(ep.steps[-1].prompt_ids) for ep in episodes)
+    cfg = load_config(None, [f"rollout.max_prompt_tokens={budget}", "memory.tip_temperature=0", "memory.tip_max_tokens=4"])
+    prompts = [tip_prompt(ep, tokenizer, cfg.tip_prompt_tokens) for ep in episodes]
+    assert max(len(p) for p in prompts) > budget
+    engine.metrics()
+    ctx = RolloutContext(trainer=None, module=SimpleNamespace(tokenizer=tokenizer), engine=engine, iteration=0)
+    TipMemory(cfg, "unused").generate_tips(ctx, episodes)
+    held = sum(len(ep.steps[-1].prompt_ids) + len(ep.steps[-1].response_ids) - 1 for ep in episodes)
+    assert engine.metrics()["engine/prompt_tokens_reused"] >= held / sum(len(p) for p in prompts)
+
+
+def test_the_vllm_model_length_holds_the_longest_tip_prompt_and_its_tip():
+    from empo2.engines.vllm import model_len_needed
+
+    cfg = load_config("conf/protocol/keyroom-success.yaml", [])
+    assert model_len_needed(cfg) == 512 + 128 + 48  # tip prompt budget + tip, over 512 + 12 for an action
+    assert model_len_needed(load_config("conf/protocol/keyroom-success.yaml", ["memory.enabled=false", "mode.p=0"])) == 512 + 12
+    assert model_len_needed(load_config("conf/protocol/keyroom-success.yaml", ["memory.tip_source=trace"])) == 512 + 12
+
+
 def _memory_rows(run_dir):
     store = MemoryStore(memory_dir(run_dir))
     return sorted((slot, c) for slot in store.counts() for c in store.table.rows(slot).contents)

@@ -97,6 +97,15 @@ def _retie_output_embedding(worker) -> None:
 
 
 @ENGINES.register("vllm")
+def model_len_needed(cfg: Any) -> int:
+    """Positions the longest sequence may take: a rollout prompt and its response, or (tips written by
+    the policy) the longest tip prompt and its tip."""
+    r, m = cfg.rollout, cfg.memory
+    rollout = r.max_prompt_tokens + r.max_new_tokens
+    tips = cfg.tip_prompt_tokens + m.tip_max_tokens if m.enabled and m.tip_source == "model" else 0
+    return max(rollout, tips)
+
+
 class VLLMEngine(RolloutEngine):
     def __init__(self, policy, tokenizer, settings: VLLMSettings, work_dir: Path) -> None:
         self.policy, self.tokenizer, self.settings = policy, tokenizer, settings
@@ -120,11 +129,10 @@ class VLLMEngine(RolloutEngine):
         from empo2.models import resolve
 
         e, r = cfg.engine, cfg.rollout
-        longest = max(r.max_new_tokens, cfg.memory.tip_max_tokens if cfg.memory.enabled else 0)
         settings = VLLMSettings(
             model_path=resolve(cfg.model.weights),
             dtype=e.dtype or cfg.model.dtype,
-            max_model_len=e.max_model_len or r.max_prompt_tokens + longest,
+            max_model_len=e.max_model_len or model_len_needed(cfg),
             max_num_seqs=e.max_batch_size,
             lora_rank=cfg.model.lora.r if cfg.model.lora.enabled else None,
             gpu_memory_utilization=e.gpu_memory_utilization,
