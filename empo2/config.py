@@ -254,10 +254,9 @@ class MemoryConfig:
     the episode re-written from its parsed actions without the per-turn instruction (every episode
     encoded again; the only form before December 2026)."""
     tip_prompt_room: int = non_negative(128)
-    """How far a tip prompt may run past `rollout.max_prompt_tokens`: room for the last response, the
-    final observation and the request after an episode whose last prompt filled the rollout budget,
-    so its tip still continues the episode's cache instead of encoding it again as a transcript.
-    Longer tip prompts drop the episode's oldest turns (the transcript form, cut to the sum)."""
+    """How far a tip prompt may run past `rollout.max_prompt_tokens`, so an episode whose last prompt
+    filled that budget still has its tip continue the episode's cache (longer tip prompts take the
+    transcript form, cut to the sum)."""
     tip_max_tokens: int = positive(128)
     """Max tokens of a generated tip."""
     tip_temperature: float = non_negative(1.0)
