@@ -157,7 +157,7 @@ class EngineConfig:
     dtype: Optional[str] = choice(None, "float32", "bfloat16", "float16")
     """vLLM weight dtype; default `model.dtype` (on GPU, `bfloat16` serves an fp32-trained policy faster)."""
     max_model_len: Optional[int] = None
-    """vLLM context length; default `rollout.max_prompt_tokens` + the longest generation (action or tip)."""
+    """vLLM context length; default the longest of a rollout prompt + action and a tip prompt + tip."""
     gpu_memory_utilization: float = positive(0.35)
     """vLLM on GPU: share of GPU memory for its weights and KV cache (the trainer shares the GPU)."""
     tensor_parallel_size: int = positive(1)

@@ -118,7 +118,10 @@ def test_a_tip_continues_an_episode_whose_last_prompt_filled_the_rollout_budget(
 
 
 def test_the_vllm_model_length_holds_the_longest_tip_prompt_and_its_tip():
+    from empo2.engines import ENGINES, HFEngine, VLLMEngine
     from empo2.engines.vllm import model_len_needed
+
+    assert (ENGINES.get("hf"), ENGINES.get("vllm")) == (HFEngine, VLLMEngine)  # the registry names the classes
 
     cfg = load_config("conf/protocol/keyroom-success.yaml", [])
     assert model_len_needed(cfg) == 512 + 128 + 48  # tip prompt budget + tip, over 512 + 12 for an action

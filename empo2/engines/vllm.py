@@ -96,7 +96,6 @@ def _retie_output_embedding(worker) -> None:
             process(head)
 
 
-@ENGINES.register("vllm")
 def model_len_needed(cfg: Any) -> int:
     """Positions the longest sequence may take: a rollout prompt and its response, or (tips written by
     the policy) the longest tip prompt and its tip."""
@@ -106,6 +105,7 @@ def model_len_needed(cfg: Any) -> int:
     return max(rollout, tips)
 
 
+@ENGINES.register("vllm")
 class VLLMEngine(RolloutEngine):
     def __init__(self, policy, tokenizer, settings: VLLMSettings, work_dir: Path) -> None:
         self.policy, self.tokenizer, self.settings = policy, tokenizer, settings
