@@ -94,19 +94,11 @@ def check_values(cfg: Config) -> None:
     if cfg.env.cls is not None and ":" not in cfg.env.cls:
         raise ConfigError(f"env.cls: expected 'package.module:ClassName', got {cfg.env.cls!r}")
     _check_env_options(cfg)
-    if cfg.engine.max_model_len is not None and cfg.engine.max_model_len <= cfg.rollout.max_prompt_tokens:
-        raise ConfigError(
-            f"engine.max_model_len: {cfg.engine.max_model_len} leaves no room to generate after "
-            f"rollout.max_prompt_tokens={cfg.rollout.max_prompt_tokens}"
-        )
     m = cfg.memory
-    if (cfg.engine.max_model_len is not None and m.enabled and m.tip_source == "model"
-            and cfg.engine.max_model_len <= cfg.tip_prompt_tokens):
-        raise ConfigError(
-            f"engine.max_model_len: {cfg.engine.max_model_len} leaves no room to write a tip after the longest "
-            f"tip prompt ({cfg.tip_prompt_tokens} = rollout.max_prompt_tokens + memory.tip_prompt_room); raise it "
-            f"or lower memory.tip_prompt_room"
-        )
+    longest, named = ((cfg.tip_prompt_tokens, "the longest tip prompt (rollout.max_prompt_tokens + memory.tip_prompt_room)")
+                      if m.enabled and m.tip_source == "model" else (cfg.rollout.max_prompt_tokens, "rollout.max_prompt_tokens"))
+    if cfg.engine.max_model_len is not None and cfg.engine.max_model_len <= longest:
+        raise ConfigError(f"engine.max_model_len: {cfg.engine.max_model_len} leaves no room to generate after {named}={longest}; raise it")
     clash = [v for v in cfg.compare.variants if v in COMPARE_METHODS]
     if clash:
         raise ConfigError(f"compare.variants: {clash} would hide the built-in method of that name; rename the variant")

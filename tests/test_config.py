@@ -128,3 +128,12 @@ def test_token_budget_error_says_what_to_do():
         "rollout.max_new_tokens = 1024 tokens; raise it to >= 1024 (or lower rollout.max_prompt_tokens), or leave it unset")
     cfg = load_config(None, ["rollout.max_prompt_tokens=1000", "rollout.max_new_tokens=24"])
     assert cfg.micro_batch_tokens == 1024  # unset: one longest row
+
+
+def test_the_vllm_context_must_hold_the_longest_prompt_sent():
+    """Tips written by the policy: the tip prompt (4500 + 128) is the longest; without them, the rollout's."""
+    with pytest.raises(ConfigError, match=r"^engine.max_model_len: 4628 .* tip prompt .*=4628; raise it"):
+        load_config(None, ["engine.max_model_len=4628"])
+    with pytest.raises(ConfigError, match=r"^engine.max_model_len: 4500 .* after rollout.max_prompt_tokens=4500; raise it"):
+        load_config(None, ["engine.max_model_len=4500", "memory.tip_source=trace"])
+    assert load_config(None, ["engine.max_model_len=4501", "memory.tip_source=trace"]).engine.max_model_len == 4501
