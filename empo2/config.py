@@ -358,10 +358,10 @@ class ShardingConfig:
 @dataclass
 class CheckpointConfig:
     every_n_iterations: int = positive(1)
-    """Save a checkpoint every this many iterations (always also `last.ckpt`)."""
+    """Save a checkpoint every this many iterations; `last.ckpt` links to the newest."""
     keep: int = 1
-    """How many periodic checkpoints to keep besides `last` (-1 keeps all; at least 1, since
-    Lightning writes `last.ckpt` only beside a periodic one)."""
+    """How many periodic checkpoints to keep (-1 keeps all; at least 1, since `last.ckpt` is a
+    link to the newest periodic one)."""
 
 
 @dataclass

@@ -86,8 +86,8 @@ def check_values(cfg: Config) -> None:
         )
     if cfg.checkpoint.keep == 0 or cfg.checkpoint.keep < -1:
         raise ConfigError(
-            f"checkpoint.keep: {cfg.checkpoint.keep} keeps no checkpoint at all (Lightning writes last.ckpt only "
-            f"beside a periodic one); use 1 or more, or -1 to keep all"
+            f"checkpoint.keep: {cfg.checkpoint.keep} keeps no checkpoint at all (last.ckpt is a link to the newest "
+            f"periodic one); use 1 or more, or -1 to keep all"
         )
     if len(cfg.optim.betas) != 2:
         raise ConfigError(f"optim.betas: needs two numbers, got {cfg.optim.betas}")

@@ -227,7 +227,9 @@ def build_trainer(
             monitor="iteration",
             mode="max",
             save_top_k=cfg.checkpoint.keep,
-            save_last=True,
+            # last.ckpt is a link to the newest periodic checkpoint, not a second copy: a full-weight
+            # checkpoint with its optimizer state is 16 bytes a parameter, written once an iteration.
+            save_last="link",
             every_n_epochs=cfg.checkpoint.every_n_iterations,
             save_on_train_epoch_end=True,
             auto_insert_metric_name=False,
