@@ -40,7 +40,12 @@ def test_fit_writes_metrics_checkpoint_trajectories(warm_model, tmp_path):
         assert float(r["train/optimizer_steps"]) >= 1
         phases = [float(r[f"memory/{p}_peak_rss_mb"]) for p in ("rollout", "tips", "old_logprob", "update")]
         assert min(phases) > 100 and float(r["memory/peak_rss_mb"]) == max(phases)  # a real model is resident
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    last = run / "checkpoints" / "last.ckpt"
+    # last.ckpt names the newest periodic checkpoint (checkpoint.keep=1 keeps only it) instead of
+    # holding a second copy of it
+    assert last.is_symlink() and last.is_file()
+    assert sorted(p.name for p in last.parent.iterdir()) == ["iter_00001.ckpt", "last.ckpt"]
+    assert last.resolve() == (run / "checkpoints" / "iter_00001.ckpt").resolve()
     assert (run / "config.yaml").is_file()
     episodes = [json.loads(line) for line in (run / "trajectories" / "iter_00001.jsonl").open()]
     assert len(episodes) == 8 and all(ep["steps"] for ep in episodes)

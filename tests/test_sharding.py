@@ -124,7 +124,8 @@ def test_fsdp2_fit_sharded_checkpoint_and_exact_resume(warm_model, tmp_path):
     assert len(rows) == 2 and all(float(r["train/grad_norm"]) > 0 for r in rows)
     assert_memory_written_once(run, rank_episodes(run, 2))
     last = run / "checkpoints" / "last.ckpt"
-    assert is_sharded_checkpoint(last)
+    assert is_sharded_checkpoint(last) and last.is_symlink()  # the newest folder of shards, not a copy
+    assert last.resolve() == (run / "checkpoints" / "iter_00001.ckpt").resolve()
 
     fit_processes(over("resumed", **{"trainer.max_epochs": 1}))
     fit_processes(over("resumed", ckpt_path="last"))
