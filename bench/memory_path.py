@@ -9,6 +9,11 @@ training CSVs a published comparison keeps (`<method>-seed<k>-training.csv`) or 
 `metrics.csv`.
 
     python bench/memory_path.py results/protocol-sciworld-find/empo2*-training.csv
+
+With `--cells` it prints one markdown row per CSV instead (the per-cell report docs/RESULTS.md
+shows for the ten-seed grid): iterations that drew a memory mode, those whose prompts carried tips,
+and, over the latter, mean tips per retrieval, masked share and raw valid-action rate beside the
+valid-action rate of the iterations without tips.
 """
 
 from __future__ import annotations
@@ -69,6 +74,33 @@ def summary_line(iterations: list[IterationPath]) -> str:
             f"{len(used)} of them with tips in the prompts{masked}")
 
 
+CELL_HEADER = ["| cell | memory modes drawn | with tips | tips/retrieval | masked (off-policy) | valid actions, with tips / without |",
+               "|---|---:|---:|---:|---:|---|"]
+
+
+def cell_row(cell: str, iterations: list[IterationPath]) -> str:
+    """One cell's memory path as a markdown row; means are over the iterations that carried tips
+    (the masked share over those of them that were off-policy, the only update that masks; `–`
+    where there were none)."""
+    drawn = [it for it in iterations if it.mode != "on_policy"]
+    used = [it for it in drawn if it.used_memory]
+    rest = [it for it in iterations if not it.used_memory]
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs)
+
+    if used:
+        tips = f"{mean([it.tips_per_retrieval for it in used]):.1f}"
+        off = [it.masked_token_frac for it in used if it.mode == "off_policy"]  # only the off-policy update masks
+        masked = f"{100 * mean(off):.1f}%" if off else "–"
+        valid = f"{100 * mean([it.raw_valid_action_rate for it in used]):.1f}%"
+    else:
+        tips = masked = valid = "–"
+    without = f"{100 * mean([it.raw_valid_action_rate for it in rest]):.1f}%" if rest else "–"
+    return (f"| {cell} | {len(drawn)} of {len(iterations)} ({', '.join(str(it.iteration) for it in drawn) or 'none'}) | "
+            f"{len(used)} | {tips} | {masked} | {valid} / {without} |")
+
+
 def table(iterations: list[IterationPath]) -> list[str]:
     lines = ["  it  mode              tips/retr  masked%  valid%   return  bonus"]
     for it in iterations:
@@ -80,11 +112,16 @@ def table(iterations: list[IterationPath]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csvs", nargs="+", type=Path, help="training CSVs (published `*-training.csv` or a run's metrics.csv)")
+    parser.add_argument("--cells", action="store_true", help="one markdown row per CSV instead of a table per iteration")
     args = parser.parse_args(argv)
+    missing = [p for p in args.csvs if not p.is_file()]
+    if missing:
+        print(f"{missing[0]}: no such file; pass a training CSV (results/<comparison>/<method>-seed<k>-training.csv)")
+        return 2
+    if args.cells:
+        print("\n".join(CELL_HEADER + [cell_row(p.name.removesuffix("-training.csv"), read_iterations(p)) for p in args.csvs]))
+        return 0
     for path in args.csvs:
-        if not path.is_file():
-            print(f"{path}: no such file; pass a training CSV (results/<comparison>/<method>-seed<k>-training.csv)")
-            return 2
         iterations = read_iterations(path)
         print(f"{path}")
         if not iterations:

@@ -14,6 +14,10 @@ pre-registered conclusion is the one at ten seeds.
 
     python bench/paired_seeds.py results/protocol-keyroom-success-10 --key success_rate --margin 0.05
     python bench/paired_seeds.py results/protocol-keyroom-10 --key return --margin 5
+
+With `--cells` it prints instead the cells behind those differences: one row per method, one
+column per pre-registered seed (`·` where the cell has not finished), and the mean over the seeds
+finished; docs/RESULTS.md shows this table as printed from `results/`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 from scipy.stats import t as student_t
 
-from empo2.comparison_table import paired_differences, read_results_csv
+from empo2.comparison_table import paired_differences, read_results_csv, seed_means
 
 PREREGISTERED = [("empo2-split", "grpo"), ("empo2", "grpo"), ("empo2-split-p50", "grpo"),
                  ("empo2-split-trace", "grpo"), ("empo2-split-trace", "empo2-split"),
@@ -94,18 +98,34 @@ def report(results: list[dict], key: str, margin: float) -> list[str]:
     return lines
 
 
+def cells_table(results: list[dict], key: str) -> list[str]:
+    """One markdown row per method (in the order of `results`) with its `key` at seeds 0..SEEDS−1
+    and the mean over the seeds it has finished."""
+    digits = 3 if key == "success_rate" else 2  # success: a share of 80 episodes; return: to the cent
+    head = "| method | " + " | ".join(f"s{s}" for s in range(SEEDS)) + " | mean (seeds) |"
+    lines = [head, "|---|" + "---:|" * (SEEDS + 1)]
+    for method in dict.fromkeys(r["method"] for r in results):
+        per_seed = seed_means(results, method, key)
+        cells = [f"{per_seed[str(s)]:.{digits}f}" if str(s) in per_seed else "·" for s in range(SEEDS)]
+        mean = statistics.fmean(per_seed.values())
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {mean:.{digits}f} ({len(per_seed)}) |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="a published comparison folder (its results.csv)")
     ap.add_argument("--key", default="success_rate", choices=["success_rate", "return"],
                     help="the primary metric: success_rate (success-only protocol) or return (shaping)")
     ap.add_argument("--margin", type=float, default=0.05, help="the equivalence margin δ, in the metric's units")
+    ap.add_argument("--cells", action="store_true", help="print each method's metric per seed instead")
     args = ap.parse_args(argv)
     table = args.folder / "results.csv"
     if not table.is_file():
         print(f"error: {table} not found: pass a comparison folder that holds results.csv", file=sys.stderr)
         return 2
-    print("\n".join(report(read_results_csv(table), args.key, args.margin)))
+    rows = read_results_csv(table)
+    print("\n".join(cells_table(rows, args.key) if args.cells else report(rows, args.key, args.margin)))
     return 0
 
 

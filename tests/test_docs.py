@@ -2,8 +2,10 @@
 and the detail in docs/ (the config reference's own test is in test_config.py)."""
 
 import importlib
+import importlib.util
 import re
 import shlex
+import sys
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
@@ -99,3 +101,28 @@ def test_every_command_help_lists_its_arguments_and_an_example():
         assert example.startswith(f"python -m empo2.{name} --config conf/"), name
         args = command.parser().parse_args(shlex.split(example)[3:])
         assert all((ROOT / p).is_file() for p in args.config)
+
+
+def _bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("folder, key", [("protocol-keyroom-success-10", "success_rate"), ("protocol-keyroom-10", "return")])
+def test_results_page_shows_the_published_ten_seed_cells(folder, key):
+    """docs/RESULTS.md's per-seed and memory-path tables are what the published results print today:
+    a cell published without its table (or a table edited by hand) fails here."""
+    from empo2.comparison_table import read_results_csv
+
+    page = (ROOT / "docs" / "RESULTS.md").read_text()
+    published = ROOT / "results" / folder
+    cells = "\n".join(_bench("paired_seeds").cells_table(read_results_csv(published / "results.csv"), key))
+    assert cells in page, f"docs/RESULTS.md lacks the table of {folder}: print it with bench/paired_seeds.py --cells"
+    memory_path = _bench("memory_path")
+    csvs = sorted(published.glob("empo2*-training.csv"))
+    rows = "\n".join(memory_path.CELL_HEADER + [memory_path.cell_row(p.name.removesuffix("-training.csv"),
+                                                                      memory_path.read_iterations(p)) for p in csvs])
+    assert rows in page, f"docs/RESULTS.md lacks the memory-path table of {folder}: print it with bench/memory_path.py --cells"

@@ -60,3 +60,13 @@ def test_report_pairs_seeds_and_marks_interim_verdicts():
     paper = next(line for line in lines if line.startswith("| empo2 − grpo"))
     assert "| 1 |" in paper and "interim: inconclusive" in paper
     assert not any(line.startswith("| empo2-split-trace") for line in lines)  # no finished cells: no row
+
+
+def test_cells_table_lists_every_seed_and_the_mean_of_those_finished():
+    rows = [{"method": m, "task": "keyroom", "seed": s, "return": v, "success_rate": 0.0}
+            for m, vals in {"grpo": {0: 31.25, 2: -10.0}, "empo2": {1: 40.0}}.items() for s, v in vals.items()]
+    lines = paired_seeds.cells_table(rows, "return")
+    assert lines[0].startswith("| method | s0 | s1 |") and lines[0].count("| s") == paired_seeds.SEEDS
+    # grpo: seeds 0 and 2 finished, mean (31.25 - 10) / 2 = 10.625 -> 10.62 at two decimals (round half even)
+    assert lines[2] == "| grpo | 31.25 | · | -10.00 | " + " | ".join("·" * 7) + " | 10.62 (2) |"
+    assert lines[3] == "| empo2 | · | 40.00 | " + " | ".join("·" * 8) + " | 40.00 (1) |"
