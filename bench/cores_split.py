@@ -4,7 +4,7 @@ Why: a protocol grid is ~100 independent cells on a 2-core machine. torch spread
 every core, but not every part of an iteration scales with threads (a 25-row decode step is small,
 Python and the environments run on one thread), so N processes of cores/N threads each may finish
 more cells per hour than one process on all of them. The only honest answer is the real workload,
-timed on this machine, in one run: the first iterations of a cell (`bench/cell_cost.py`, fp32, the
+timed on this machine, in one run: the first iteration of a cell (`bench/cell_cost.py`, fp32, the
 protocol's warm start) run three ways back to back: alone on all the cores, then N copies of the
 same command at once on cores/N threads each, then alone again (drift shows as a gap between the
 two alone runs). The copies run the same seed, so they do the same work up to the round-off of
@@ -27,7 +27,7 @@ import sys
 import time
 
 DEFAULT = [sys.executable, "bench/cell_cost.py", "--config", "conf/protocol/keyroom-success-10.yaml",
-           "--method", "grpo", "--iterations", "2", "--settings", "fp32"]
+           "--method", "grpo", "--iterations", "1", "--settings", "fp32"]
 
 
 def timed(command: list[str], copies: int, threads: int) -> float:
@@ -53,7 +53,7 @@ def split_throughput(alone_s: list[float], together_s: float, copies: int) -> fl
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=2)
-    ap.add_argument("command", nargs="*", help="the workload (default: two iterations of a grpo cell)")
+    ap.add_argument("command", nargs="*", help="the workload (default: a grpo cell's first iteration and its evaluation)")
     args = ap.parse_args(argv)
     cores = os.cpu_count() or 1
     if args.copies < 2 or cores % args.copies:

@@ -19,6 +19,7 @@ valid-action rate of the iterations without tips.
 from __future__ import annotations
 
 import argparse
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,10 +86,7 @@ def cell_row(cell: str, iterations: list[IterationPath]) -> str:
     drawn = [it for it in iterations if it.mode != "on_policy"]
     used = [it for it in drawn if it.used_memory]
     rest = [it for it in iterations if not it.used_memory]
-
-    def mean(xs: list[float]) -> float:
-        return sum(xs) / len(xs)
-
+    mean = statistics.fmean
     if used:
         tips = f"{mean([it.tips_per_retrieval for it in used]):.1f}"
         off = [it.masked_token_frac for it in used if it.mode == "off_policy"]  # only the off-policy update masks
@@ -99,6 +97,11 @@ def cell_row(cell: str, iterations: list[IterationPath]) -> str:
     without = f"{100 * mean([it.raw_valid_action_rate for it in rest]):.1f}%" if rest else "–"
     return (f"| {cell} | {len(drawn)} of {len(iterations)} ({', '.join(str(it.iteration) for it in drawn) or 'none'}) | "
             f"{len(used)} | {tips} | {masked} | {valid} / {without} |")
+
+
+def cells_report(csvs: list[Path]) -> list[str]:
+    """The `--cells` table: `CELL_HEADER` and one `cell_row` per training CSV, named by its file."""
+    return CELL_HEADER + [cell_row(p.name.removesuffix("-training.csv"), read_iterations(p)) for p in csvs]
 
 
 def table(iterations: list[IterationPath]) -> list[str]:
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{missing[0]}: no such file; pass a training CSV (results/<comparison>/<method>-seed<k>-training.csv)")
         return 2
     if args.cells:
-        print("\n".join(CELL_HEADER + [cell_row(p.name.removesuffix("-training.csv"), read_iterations(p)) for p in args.csvs]))
+        print("\n".join(cells_report(args.csvs)))
         return 0
     for path in args.csvs:
         iterations = read_iterations(path)

@@ -121,8 +121,5 @@ def test_results_page_shows_the_published_ten_seed_cells(folder, key):
     published = ROOT / "results" / folder
     cells = "\n".join(_bench("paired_seeds").cells_table(read_results_csv(published / "results.csv"), key))
     assert cells in page, f"docs/RESULTS.md lacks the table of {folder}: print it with bench/paired_seeds.py --cells"
-    memory_path = _bench("memory_path")
-    csvs = sorted(published.glob("empo2*-training.csv"))
-    rows = "\n".join(memory_path.CELL_HEADER + [memory_path.cell_row(p.name.removesuffix("-training.csv"),
-                                                                      memory_path.read_iterations(p)) for p in csvs])
+    rows = "\n".join(_bench("memory_path").cells_report(sorted(published.glob("empo2*-training.csv"))))
     assert rows in page, f"docs/RESULTS.md lacks the memory-path table of {folder}: print it with bench/memory_path.py --cells"
